@@ -1,0 +1,1 @@
+"""ROS-free core: rotations, poses, cameras, objects and their symmetries."""

@@ -1,0 +1,1 @@
+"""Datasets and file formats: BOP I/O, rendering and synthetic scenes."""

@@ -1,0 +1,165 @@
+"""BOP dataset files: the one place they are read and written.
+
+Poses are converted at load: `cam_R_m2c` becomes a float64 `(3, 3)` array, `cam_t_m2c`
+(millimetres in BOP) a `(3,)` array in metres. Results CSVs (BOP19) store t in mm too.
+"""
+
+import csv
+import json
+import os
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+MM = 1e-3  # metres per BOP millimetre
+RESULTS_HEADER = ["scene_id", "im_id", "obj_id", "score", "R", "t", "time"]
+
+
+class BopFormatError(ValueError):
+    """A BOP file that cannot be read, naming the file and the entry."""
+
+
+@dataclass(frozen=True)
+class GroundTruth:
+    """One annotated object instance."""
+
+    obj_id: int
+    R: np.ndarray  # (3, 3) float64, T_cam_obj
+    t: np.ndarray  # (3,) float64, metres
+
+
+@dataclass(frozen=True)
+class BopResult:
+    """One estimated pose, a row of a BOP19 results CSV."""
+
+    scene_id: int
+    im_id: int
+    obj_id: int
+    score: float
+    R: np.ndarray  # (3, 3)
+    t: np.ndarray  # (3,) metres
+    time: float = -1.0  # seconds for the whole image, -1 when unknown
+
+
+def _read_json(path: Path) -> Any:
+    try:
+        return json.loads(Path(path).read_text())
+    except (OSError, json.JSONDecodeError) as exc:
+        raise BopFormatError(f"{path}: cannot read: {exc}") from exc
+
+
+def _matrix(path: Path, key: str, value: Any, shape: tuple[int, ...]) -> np.ndarray:
+    try:
+        arr = np.asarray(value, dtype=np.float64).reshape(shape)
+    except (TypeError, ValueError):
+        raise BopFormatError(f"{path}: {key}: expected {int(np.prod(shape))} numbers") from None
+    if not np.isfinite(arr).all():
+        raise BopFormatError(f"{path}: {key}: not finite")
+    return arr
+
+
+def load_scene_gt(path: str | Path) -> dict[int, list[GroundTruth]]:
+    """`scene_gt.json`: image id -> annotated instances (metres)."""
+    path = Path(path)
+    out: dict[int, list[GroundTruth]] = {}
+    for im_id, entries in _read_json(path).items():
+        out[int(im_id)] = [
+            GroundTruth(
+                obj_id=int(e["obj_id"]),
+                R=_matrix(path, f"{im_id}[{i}].cam_R_m2c", e["cam_R_m2c"], (3, 3)),
+                t=_matrix(path, f"{im_id}[{i}].cam_t_m2c", e["cam_t_m2c"], (3,)) * MM)
+            for i, e in enumerate(entries)]
+    return out
+
+
+def load_scene_camera(path: str | Path) -> dict[int, np.ndarray]:
+    """`scene_camera.json`: image id -> intrinsics `K (3, 3)`."""
+    path = Path(path)
+    return {int(im_id): _matrix(path, f"{im_id}.cam_K", e["cam_K"], (3, 3))
+            for im_id, e in _read_json(path).items()}
+
+
+def load_scene_gt_info(path: str | Path) -> dict[int, list[dict[str, Any]]]:
+    """`scene_gt_info.json`: image id -> per-instance boxes (x, y, w, h) and visibility."""
+    return {int(k): v for k, v in _read_json(Path(path)).items()}
+
+
+def load_models_info(path: str | Path) -> dict[int, dict[str, Any]]:
+    """`models_info.json`: obj_id -> entry, as stored (mesh units)."""
+    return {int(k): v for k, v in _read_json(Path(path)).items()}
+
+
+def write_results_csv(path: str | Path, results: list[BopResult]) -> None:
+    """Write a BOP19 results CSV (R row-major, t in mm)."""
+    with open(path, "w", newline="") as f:
+        w = csv.writer(f)
+        w.writerow(RESULTS_HEADER)
+        for r in results:
+            w.writerow([r.scene_id, r.im_id, r.obj_id, f"{r.score:.6f}",
+                        " ".join(f"{v:.8f}" for v in np.asarray(r.R).reshape(-1)),
+                        " ".join(f"{v:.6f}" for v in np.asarray(r.t).reshape(-1) / MM),
+                        f"{r.time:.6f}"])
+
+
+def read_results_csv(path: str | Path) -> list[BopResult]:
+    """Read a BOP19 results CSV (t back in metres)."""
+    path = Path(path)
+    try:
+        with open(path, newline="") as f:
+            rows = list(csv.reader(f))
+    except OSError as exc:
+        raise BopFormatError(f"{path}: cannot read: {exc}") from exc
+    if not rows or [c.strip() for c in rows[0]] != RESULTS_HEADER:
+        raise BopFormatError(f"{path}: header must be {','.join(RESULTS_HEADER)}")
+    out = []
+    for line, row in enumerate(rows[1:], start=2):
+        if not row:
+            continue
+        try:
+            scene_id, im_id, obj_id, score, R, t, time = row
+            out.append(BopResult(
+                scene_id=int(scene_id), im_id=int(im_id), obj_id=int(obj_id),
+                score=float(score), R=_matrix(path, f"line {line}: R", R.split(), (3, 3)),
+                t=_matrix(path, f"line {line}: t", t.split(), (3,)) * MM, time=float(time)))
+        except ValueError as exc:
+            raise BopFormatError(f"{path}: line {line}: {exc}") from exc
+    return out
+
+
+def objects_yaml_from_bop(models_info_path: str | Path, yaml_path: str | Path, *,
+                          mesh_dir: str | Path | None = None,
+                          names: dict[int, str] | None = None, mesh_units: str = "mm"
+                          ) -> dict[str, Any]:
+    """An objects-YAML mapping (see pose6d_ros.core.objects) for a BOP `models_info.json`.
+
+    Mesh paths (`obj_XXXXXX.ply` in `mesh_dir`, default the JSON's folder) are written
+    relative to `yaml_path`'s folder. `names` maps obj_id to a name (default `obj_<id>`).
+    """
+    models_info_path = Path(models_info_path)
+    info = load_models_info(models_info_path)
+    mesh_dir = Path(mesh_dir) if mesh_dir is not None else models_info_path.parent
+    out_dir = Path(yaml_path).resolve().parent
+    objects = []
+    for obj_id in sorted(info):
+        entry = info[obj_id]
+        mesh = (mesh_dir / f"obj_{obj_id:06d}.ply").resolve()
+        obj: dict[str, Any] = {
+            "name": (names or {}).get(obj_id, f"obj_{obj_id:06d}"),
+            "id": obj_id,
+            "mesh": Path(os.path.relpath(mesh, out_dir)).as_posix(),
+            "mesh_units": mesh_units,
+        }
+        if "diameter" in entry:
+            obj["diameter"] = float(entry["diameter"])
+        if entry.get("symmetries_discrete"):
+            obj["symmetries_discrete"] = [[float(v) for v in m]
+                                          for m in entry["symmetries_discrete"]]
+        if entry.get("symmetries_continuous"):
+            obj["symmetries_continuous"] = [
+                {"axis": [float(v) for v in s["axis"]],
+                 "offset": [float(v) for v in s.get("offset", [0, 0, 0])]}
+                for s in entry["symmetries_continuous"]]
+        objects.append(obj)
+    return {"objects": objects}

@@ -1,0 +1,1 @@
+"""Evaluation: pose-error metrics (BOP definitions) and benchmarks."""

@@ -1,0 +1,1 @@
+"""Networks (detector, coordinate network) and their losses."""
