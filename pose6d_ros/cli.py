@@ -55,6 +55,40 @@ def _cmd_bench_pnp(args: argparse.Namespace) -> int:
     return 0
 
 
+def _cmd_synth(args: argparse.Namespace) -> int:
+    from pose6d_ros.core.paths import default_objects_yaml
+    from pose6d_ros.data.scenes import SynthConfig
+    from pose6d_ros.data.synth import generate
+
+    cfg = SynthConfig.from_yaml(args.config) if args.config else SynthConfig()
+    if args.images_per_scene is not None:
+        cfg = SynthConfig.from_dict({**cfg.to_dict(), "images_per_scene": args.images_per_scene})
+    summary = generate(args.objects or default_objects_yaml(), args.out, scenes=args.scenes,
+                       workers=args.workers, seed=args.seed, split=args.split, cfg=cfg,
+                       backgrounds=args.backgrounds, progress=not args.quiet)
+    print("\n".join(summary.lines()))
+    return 0
+
+
+def _cmd_bench_synth(args: argparse.Namespace) -> int:
+    from pose6d_ros.core.paths import default_objects_yaml
+    from pose6d_ros.eval import bench_synth
+
+    r = bench_synth.run(args.objects or default_objects_yaml(),
+                        objects_per_image=args.objects_per_image, workers=tuple(args.workers),
+                        scenes=args.scenes, images_per_scene=args.images_per_scene,
+                        frames=args.frames)
+    if args.json:
+        print(json.dumps(r))
+        return 0
+    print(f"synthetic data, {r['width']}x{r['height']}, {r['objects']} objects per image, CPU")
+    for w in args.workers:
+        print(f"  pose6d synth, {w} worker(s): {r[f'images_per_s_{w}_workers']:7.1f} images/s")
+    print(f"  renderer alone: {r['render_fps']:7.1f} frames/s decimated meshes, "
+          f"{r['render_fps_full_meshes']:.1f} full meshes (x{r['speedup_render']:.1f})")
+    return 0
+
+
 def _parse_names(text: str | None) -> dict[int, str]:
     if not text:
         return {}
@@ -108,6 +142,30 @@ def build_parser() -> argparse.ArgumentParser:
     bp.add_argument("--json", action="store_true", help="print one JSON line")
     bp.set_defaults(func=_cmd_bench_pnp)
 
+    bs = bench.add_parser("synth", help="images/s of the synthetic-data generator")
+    bs.add_argument("--objects", type=Path, help="objects YAML (default: bundled LM-O)")
+    bs.add_argument("--objects-per-image", type=int, default=5)
+    bs.add_argument("--workers", type=int, nargs="+", default=[1, 2])
+    bs.add_argument("--scenes", type=int, default=8)
+    bs.add_argument("--images-per-scene", type=int, default=10)
+    bs.add_argument("--frames", type=int, default=30, help="frames for the renderer alone")
+    bs.add_argument("--json", action="store_true", help="print one JSON line")
+    bs.set_defaults(func=_cmd_bench_synth)
+
+    sy = sub.add_parser("synth", help="render BOP-format synthetic training scenes")
+    sy.add_argument("--objects", type=Path, help="objects YAML (default: bundled LM-O)")
+    sy.add_argument("--out", type=Path, required=True, help="dataset folder (resumable)")
+    sy.add_argument("--scenes", type=int, required=True)
+    sy.add_argument("--workers", type=int, default=1, help="processes")
+    sy.add_argument("--images-per-scene", type=int, help="default: from the config (20)")
+    sy.add_argument("--split", default="train", help="subfolder of --out")
+    sy.add_argument("--seed", type=int, default=0)
+    sy.add_argument("--config", type=Path, help="YAML overriding the generator settings "
+                    "(see config/synth.yaml)")
+    sy.add_argument("--backgrounds", type=Path, help="folder of photographs for backgrounds")
+    sy.add_argument("--quiet", action="store_true", help="no progress bar")
+    sy.set_defaults(func=_cmd_synth)
+
     objs = sub.add_parser("objects", help="objects YAML tools").add_subparsers(
         dest="what", required=True)
     fb = objs.add_parser("from-bop", help="objects YAML from a BOP models_info.json")
@@ -128,10 +186,14 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     from pose6d_ros.core.objects import ObjectsConfigError
     from pose6d_ros.data.bop import BopFormatError
+    from pose6d_ros.data.render import RenderError
+    from pose6d_ros.data.scenes import SynthConfigError
+    from pose6d_ros.data.synth import SynthError
 
     try:
         return args.func(args)
-    except (ObjectsConfigError, BopFormatError, FileNotFoundError) as exc:
+    except (ObjectsConfigError, BopFormatError, FileNotFoundError, RenderError,
+            SynthConfigError, SynthError) as exc:
         print(f"pose6d: error: {exc}", file=sys.stderr)
         return 2
 

@@ -18,6 +18,20 @@ if ! python3 -c 'import venv, ensurepip' 2>/dev/null; then
   fi
 fi
 
+# Headless OpenGL for the renderer: EGL with Mesa (llvmpipe on a CPU; a GPU's driver
+# brings its own EGL vendor library).
+EGL_PACKAGES="libegl1 libegl-mesa0 libgl1-mesa-dri libgbm1"
+if ! dpkg -s $EGL_PACKAGES >/dev/null 2>&1; then
+  if [ "$(id -u)" = 0 ]; then
+    apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq $EGL_PACKAGES
+  elif command -v sudo >/dev/null && sudo -n true 2>/dev/null; then
+    sudo apt-get update -qq && sudo DEBIAN_FRONTEND=noninteractive apt-get install -y -qq $EGL_PACKAGES
+  else
+    echo "setup: missing EGL/Mesa; run: sudo apt-get install $EGL_PACKAGES" >&2
+    exit 1
+  fi
+fi
+
 [ -x "$VENV/bin/python" ] || python3 -m venv "$VENV"
 
 # --isolated and an empty PIP_FIND_LINKS keep pip on PyPI: torch and torchvision come

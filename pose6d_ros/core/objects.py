@@ -111,6 +111,12 @@ class ObjectRegistry(Sequence[ObjectModel]):
     def __iter__(self) -> Iterator[ObjectModel]:
         return iter(self._objects)
 
+    def coordinate_normalisation(self) -> tuple[np.ndarray, np.ndarray]:
+        """`center (O, 3)` and `scale (O, 3)` (bounding-box middle and half extents, metres):
+        the networks see object coordinates as `(x - center) / scale`, within [-1, 1]."""
+        bounds = np.stack([o.bounds for o in self._objects])  # (O, 2, 3)
+        return bounds.mean(1), (bounds[:, 1] - bounds[:, 0]) / 2
+
     def index_of_name(self, name: str) -> int:
         """Class index of the object called `name`."""
         if name not in self._by_name:

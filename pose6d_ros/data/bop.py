@@ -2,15 +2,19 @@
 
 Poses are converted at load: `cam_R_m2c` becomes a float64 `(3, 3)` array, `cam_t_m2c`
 (millimetres in BOP) a `(3,)` array in metres. Results CSVs (BOP19) store t in mm too.
+Besides the BOP files, synthetic scenes carry per-instance object-coordinate maps,
+`xyz/IMID_GTIDX.npz` (see `write_xyz`).
 """
 
 import csv
 import json
 import os
+import zipfile
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+import cv2
 import numpy as np
 
 MM = 1e-3  # metres per BOP millimetre
@@ -89,6 +93,95 @@ def load_scene_gt_info(path: str | Path) -> dict[int, list[dict[str, Any]]]:
 def load_models_info(path: str | Path) -> dict[int, dict[str, Any]]:
     """`models_info.json`: obj_id -> entry, as stored (mesh units)."""
     return {int(k): v for k, v in _read_json(Path(path)).items()}
+
+
+def load_depth_scales(path: str | Path) -> dict[int, float]:
+    """`scene_camera.json`: image id -> depth_scale (depth PNG value x scale = mm)."""
+    return {int(im_id): float(e.get("depth_scale", 1.0))
+            for im_id, e in _read_json(Path(path)).items()}
+
+
+def gt_entry(gt: GroundTruth) -> dict[str, Any]:
+    """One `scene_gt.json` entry (t in mm)."""
+    return {"cam_R_m2c": [float(v) for v in np.asarray(gt.R).reshape(-1)],
+            "cam_t_m2c": [float(v) for v in np.asarray(gt.t).reshape(-1) / MM],
+            "obj_id": int(gt.obj_id)}
+
+
+def camera_entry(K: np.ndarray, depth_scale: float,
+                 T_cam_world: np.ndarray | None = None) -> dict[str, Any]:
+    """One `scene_camera.json` entry; the world-to-camera pose when known (t in mm)."""
+    out: dict[str, Any] = {"cam_K": [float(v) for v in np.asarray(K).reshape(-1)],
+                           "depth_scale": float(depth_scale)}
+    if T_cam_world is not None:
+        out["cam_R_w2c"] = [float(v) for v in np.asarray(T_cam_world)[:3, :3].reshape(-1)]
+        out["cam_t_w2c"] = [float(v) for v in np.asarray(T_cam_world)[:3, 3] / MM]
+    return out
+
+
+def write_json(path: str | Path, data: dict[int, Any]) -> None:
+    """A BOP per-scene JSON (keys are image ids)."""
+    Path(path).write_text(json.dumps({str(k): v for k, v in sorted(data.items())}, indent=1))
+
+
+def read_image(path: str | Path) -> np.ndarray:
+    """`(H, W, 3)` uint8 RGB."""
+    img = cv2.imread(str(path), cv2.IMREAD_COLOR)
+    if img is None:
+        raise BopFormatError(f"{path}: cannot read image")
+    return np.ascontiguousarray(img[..., ::-1])
+
+
+def read_mask(path: str | Path) -> np.ndarray:
+    """`(H, W)` bool from a BOP mask PNG."""
+    img = cv2.imread(str(path), cv2.IMREAD_GRAYSCALE)
+    if img is None:
+        raise BopFormatError(f"{path}: cannot read mask")
+    return img > 127
+
+
+def write_mask(path: str | Path, mask: np.ndarray) -> None:
+    """A BOP mask PNG (255 = object) from `(H, W)` bool."""
+    cv2.imwrite(str(path), mask.astype(np.uint8) * 255)
+
+
+def read_depth(path: str | Path, depth_scale: float) -> np.ndarray:
+    """`(H, W)` float32 depth in metres (0 = none) from a BOP 16-bit depth PNG."""
+    img = cv2.imread(str(path), cv2.IMREAD_ANYDEPTH)
+    if img is None:
+        raise BopFormatError(f"{path}: cannot read depth")
+    return img.astype(np.float32) * np.float32(depth_scale * MM)
+
+
+def write_depth(path: str | Path, depth: np.ndarray, depth_scale: float) -> None:
+    """A BOP 16-bit depth PNG from `(H, W)` metres (value x depth_scale = mm)."""
+    value = np.round(depth / (depth_scale * MM))
+    cv2.imwrite(str(path), np.clip(value, 0, 65535).astype(np.uint16))
+
+
+def write_xyz(path: str | Path, box: tuple[int, int, int, int], xyz: np.ndarray) -> None:
+    """An instance's amodal object-coordinate map: `xyz (h, w, 3)` float32 metres covering
+    image pixels `box` = (x0, y0, x1, y1), end exclusive; (0, 0, 0) = not the object."""
+    # An .npz written with fast deflate: np.savez_compressed's default level is several
+    # times slower for a few percent less space.
+    with zipfile.ZipFile(path, "w", zipfile.ZIP_DEFLATED, compresslevel=1) as zf:
+        for name, arr in (("box", np.asarray(box, np.int32)), ("xyz", xyz.astype(np.float32))):
+            with zf.open(f"{name}.npy", "w") as f:
+                np.lib.format.write_array(f, arr, allow_pickle=False)
+
+
+def read_xyz(path: str | Path) -> tuple[tuple[int, int, int, int], np.ndarray]:
+    """`(box, xyz)` as written by `write_xyz`."""
+    try:
+        with np.load(path, allow_pickle=False) as f:
+            box = tuple(int(v) for v in f["box"])
+            xyz = f["xyz"]
+    except (OSError, KeyError, ValueError, zipfile.BadZipFile) as exc:
+        raise BopFormatError(f"{path}: cannot read coordinate map: {exc}") from exc
+    x0, y0, x1, y1 = box
+    if xyz.shape != (y1 - y0, x1 - x0, 3):
+        raise BopFormatError(f"{path}: xyz shape {xyz.shape} does not match box {box}")
+    return (x0, y0, x1, y1), xyz
 
 
 def write_results_csv(path: str | Path, results: list[BopResult]) -> None:
