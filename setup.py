@@ -43,6 +43,7 @@ setup(
         "fast-simplification>=0.1.7",
         "pillow>=9",
         "scipy>=1.10",
+        "matplotlib>=3.5",
         "torch>=2.1",
         "torchvision>=0.16",
     ],

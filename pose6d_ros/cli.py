@@ -89,6 +89,63 @@ def _cmd_bench_synth(args: argparse.Namespace) -> int:
     return 0
 
 
+def _cmd_train_coords(args: argparse.Namespace) -> int:
+    from pose6d_ros.core.paths import default_objects_yaml
+    from pose6d_ros.train.coords import CoordTrainConfig, CoordTrainer, config_from
+
+    values: dict = {}
+    if args.config:
+        values = yaml.safe_load(args.config.read_text()) or {}
+        unknown = sorted(set(values) - CoordTrainConfig.fields_())
+        if unknown:
+            print(f"pose6d: error: {args.config}: unknown setting(s) {unknown}", file=sys.stderr)
+            return 2
+    flags = {k: v for k, v in vars(args).items() if k in CoordTrainConfig.fields_()}
+    values.update({k: v for k, v in flags.items() if v is not None})
+    values.setdefault("objects", str(default_objects_yaml()))
+    for key in ("data", "objects", "out", "init_encoder"):
+        if values.get(key) is not None:
+            values[key] = str(values[key])
+    weights = CoordTrainer(config_from(values), resume=args.resume,
+                           progress=not args.quiet).run()
+    print(f"train coords: weights {weights}")
+    return 0
+
+
+def _cmd_eval(args: argparse.Namespace) -> int:
+    import torch
+
+    from pose6d_ros.core.objects import load_objects
+    from pose6d_ros.core.paths import default_objects_yaml
+    from pose6d_ros.eval.evaluate import evaluate, write_outputs
+    from pose6d_ros.nets.coord_poses import CoordPoseEstimator
+    from pose6d_ros.nets.coordnet import load_coordnet
+
+    if args.boxes == "detector":
+        print("pose6d: error: --boxes detector needs the detector, which is not part of this "
+              "release yet; use --boxes gt", file=sys.stderr)
+        return 2
+    device = args.device or ("cuda" if torch.cuda.is_available() else "cpu")
+    objects = load_objects(args.objects or default_objects_yaml())
+    estimator = CoordPoseEstimator(load_coordnet(args.weights, device), objects, device=device)
+    report = evaluate(args.data, estimator, objects, split=args.split,
+                      progress=not args.json, max_images=args.max_images)
+    figures = write_outputs(report, objects, args.out)
+    if args.json:
+        print(json.dumps(figures))
+        return 0
+    print(f"eval {args.data} ({figures['instances']} instances, GT boxes, weights "
+          f"{args.weights}):")
+    print(f"  ADD(-S) < 0.1d: {100 * figures['add_0.1d']:.1f} %   AR_MSSD "
+          f"{figures['ar_mssd']:.3f}   AR_MSPD {figures['ar_mspd']:.3f}   "
+          f"PnP failures {figures['failed']}")
+    for name, v in figures["per_object"].items():
+        print(f"  {name:<12} {v['instances']:>5} instances   ADD(-S) < 0.1d "
+              f"{100 * v['add_0.1d']:5.1f} %")
+    print(f"  written: {args.out}/results_bop19.csv, figures.json, recall_add.png")
+    return 0
+
+
 def _parse_names(text: str | None) -> dict[int, str]:
     if not text:
         return {}
@@ -166,6 +223,43 @@ def build_parser() -> argparse.ArgumentParser:
     sy.add_argument("--quiet", action="store_true", help="no progress bar")
     sy.set_defaults(func=_cmd_synth)
 
+    train = sub.add_parser("train", help="training").add_subparsers(dest="what", required=True)
+    tc = train.add_parser("coords", help="train the coordinate network (CoordNet + BPnP)")
+    tc.add_argument("--data", type=Path, required=True, help="folder written by pose6d synth")
+    tc.add_argument("--objects", type=Path, help="objects YAML (default: bundled LM-O)")
+    tc.add_argument("--out", type=Path, required=True, help="run folder")
+    tc.add_argument("--config", type=Path, help="YAML of settings (flags override it)")
+    tc.add_argument("--epochs", type=int)
+    tc.add_argument("--max-steps", type=int)
+    tc.add_argument("--batch-size", type=int)
+    tc.add_argument("--lr", type=float)
+    tc.add_argument("--input-size", type=int)
+    tc.add_argument("--encoder", choices=["resnet18", "resnet34", "small"])
+    tc.add_argument("--decoder-width", type=int)
+    tc.add_argument("--lambda-proj", type=float, help="0 switches the BPnP loss off")
+    tc.add_argument("--proj-warmup-steps", type=int)
+    tc.add_argument("--workers", type=int, help="data-loading processes")
+    tc.add_argument("--device", help="auto (default), cpu, cuda, cuda:N")
+    tc.add_argument("--seed", type=int)
+    tc.add_argument("--init-encoder", type=Path, help="local torchvision ResNet weights")
+    tc.add_argument("--checkpoint-every", type=int)
+    tc.add_argument("--resume", action="store_true", help="continue from RUN_DIR/last.pt")
+    tc.add_argument("--quiet", action="store_true", help="no progress bar")
+    tc.set_defaults(func=_cmd_train_coords)
+
+    ev = sub.add_parser("eval", help="pose accuracy of CoordNet weights on a BOP dataset")
+    ev.add_argument("--data", type=Path, required=True,
+                    help="BOP dataset folder, split folder or scene folder")
+    ev.add_argument("--weights", type=Path, required=True, help="CoordNet weights (.pt)")
+    ev.add_argument("--objects", type=Path, help="objects YAML (default: bundled LM-O)")
+    ev.add_argument("--boxes", choices=["gt", "detector"], default="gt")
+    ev.add_argument("--split", default="test", help="split folder under --data, if any")
+    ev.add_argument("--out", type=Path, default=Path("eval_out"))
+    ev.add_argument("--device", choices=["cpu", "cuda"], help="default: cuda when present")
+    ev.add_argument("--max-images", type=int, default=0, help="0: all")
+    ev.add_argument("--json", action="store_true", help="print the figures as one JSON line")
+    ev.set_defaults(func=_cmd_eval)
+
     objs = sub.add_parser("objects", help="objects YAML tools").add_subparsers(
         dest="what", required=True)
     fb = objs.add_parser("from-bop", help="objects YAML from a BOP models_info.json")
@@ -189,11 +283,12 @@ def main(argv: Sequence[str] | None = None) -> int:
     from pose6d_ros.data.render import RenderError
     from pose6d_ros.data.scenes import SynthConfigError
     from pose6d_ros.data.synth import SynthError
+    from pose6d_ros.nets.coordnet import WeightsError
 
     try:
         return args.func(args)
     except (ObjectsConfigError, BopFormatError, FileNotFoundError, RenderError,
-            SynthConfigError, SynthError) as exc:
+            SynthConfigError, SynthError, WeightsError) as exc:
         print(f"pose6d: error: {exc}", file=sys.stderr)
         return 2
 

@@ -43,7 +43,7 @@ def _draw_shape(rng: np.random.Generator, img: np.ndarray) -> None:
     kind = rng.integers(0, 4)
     if kind == 0:
         center = (int(rng.integers(0, w)), int(rng.integers(0, h)))
-        cv2.circle(img, center, int(rng.integers(5, max(6, h // 6))), color, -1, cv2.LINE_AA)
+        cv2.circle(img, center, int(rng.integers(2, max(3, h // 6))), color, -1, cv2.LINE_AA)
     elif kind == 1:
         c = rng.integers(0, [w, h])
         pts = (c + rng.integers(-w // 6, w // 6 + 1, size=(int(rng.integers(3, 7)), 2))
@@ -55,7 +55,8 @@ def _draw_shape(rng: np.random.Generator, img: np.ndarray) -> None:
         cv2.line(img, p0, p1, color, int(rng.integers(1, 12)), cv2.LINE_AA)
     else:
         x0, y0 = int(rng.integers(0, w)), int(rng.integers(0, h))
-        x1, y1 = x0 + int(rng.integers(10, w // 4)), y0 + int(rng.integers(10, h // 4))
+        x1 = x0 + int(rng.integers(max(2, w // 40), max(3, w // 4)))
+        y1 = y0 + int(rng.integers(max(2, h // 40), max(3, h // 4)))
         cv2.rectangle(img, (x0, y0), (x1, y1), color, -1)
 
 

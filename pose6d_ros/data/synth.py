@@ -3,10 +3,10 @@
 Output, per scene `OUT/<split>/<scene_id:06d>/`: `rgb/IMID.jpg`, `depth/IMID.png`,
 `mask/IMID_GTIDX.png` (full), `mask_visib/IMID_GTIDX.png`, `xyz/IMID_GTIDX.npz` (amodal
 object coordinates), `scene_gt.json`, `scene_gt_info.json`, `scene_camera.json`.
-`OUT/dataset.yaml` records the objects, seed and config. A scene is written to a hidden
-folder and renamed when complete, so an interrupted run resumes where it stopped. Scene
-`s` draws its randomness from seed (seed, s) alone: the output does not depend on the
-number of workers.
+`OUT/<split>/dataset.yaml` records the objects, seed and config. A scene is written to a
+hidden folder and renamed when complete, so an interrupted run resumes where it stopped.
+Scene `s` of a split draws its randomness from (seed, split, s) alone: the output does not
+depend on the number of workers, and splits never repeat each other's scenes.
 """
 
 from __future__ import annotations
@@ -15,6 +15,7 @@ import multiprocessing
 import os
 import shutil
 import time
+import zlib
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -93,8 +94,9 @@ class SceneWriter:
     """Renders and writes scenes; one per process (it owns a GL context)."""
 
     def __init__(self, objects: ObjectRegistry, cfg: SynthConfig, seed: int,
-                 backgrounds: str | Path | None = None) -> None:
+                 backgrounds: str | Path | None = None, split: str = "train") -> None:
         self.objects, self.cfg, self.seed = objects, cfg, seed
+        self.split_key = zlib.crc32(split.encode())
         self.renderer = Renderer(cfg.width, cfg.height)
         for i, obj in enumerate(objects):
             self.renderer.add_mesh(f"obj_{i}", simplify_mesh(obj.mesh, cfg.max_faces))
@@ -109,7 +111,7 @@ class SceneWriter:
     def write_scene(self, split_dir: Path, scene_id: int) -> SceneStats:
         """Render scene `scene_id` into `split_dir/<scene_id:06d>` (atomically)."""
         cfg = self.cfg
-        rng = np.random.default_rng([self.seed, scene_id])
+        rng = np.random.default_rng([self.seed, self.split_key, scene_id])
         final = split_dir / f"{scene_id:06d}"
         tmp = split_dir / f".{scene_id:06d}.partial"
         shutil.rmtree(tmp, ignore_errors=True)
@@ -194,9 +196,9 @@ def _gt_info(full: np.ndarray, visib: np.ndarray, box: tuple[int, int, int, int]
 _WORKER: dict[str, SceneWriter] = {}
 
 
-def _init_worker(objects_yaml: str, cfg: SynthConfig, seed: int,
-                 backgrounds: str | None) -> None:
-    _WORKER["writer"] = SceneWriter(load_objects(objects_yaml), cfg, seed, backgrounds)
+def _init_worker(objects_yaml: str, cfg: SynthConfig, seed: int, backgrounds: str | None,
+                 split: str) -> None:
+    _WORKER["writer"] = SceneWriter(load_objects(objects_yaml), cfg, seed, backgrounds, split)
 
 
 def _work(job: tuple[str, int]) -> tuple[int, SceneStats]:
@@ -204,18 +206,18 @@ def _work(job: tuple[str, int]) -> tuple[int, SceneStats]:
     return scene_id, _WORKER["writer"].write_scene(Path(split_dir), scene_id)
 
 
-def _check_manifest(out: Path, manifest: dict[str, Any]) -> None:
-    """Refuse to mix scenes generated with other settings into `out`."""
-    path = out / MANIFEST
+def _check_manifest(split_dir: Path, manifest: dict[str, Any]) -> None:
+    """Refuse to mix scenes generated with other settings into one split."""
+    path = split_dir / MANIFEST
     if not path.exists():
-        out.mkdir(parents=True, exist_ok=True)
+        split_dir.mkdir(parents=True, exist_ok=True)
         path.write_text(yaml.safe_dump(manifest, sort_keys=False))
         return
     old = yaml.safe_load(path.read_text()) or {}
     for key in ("objects", "seed", "config"):
         if old.get(key) != manifest[key]:
-            raise SynthError(f"{path}: {out} was generated with another {key!r}; resume with "
-                             "the same options or write to a new --out")
+            raise SynthError(f"{path}: {split_dir} was generated with another {key!r}; resume "
+                             "with the same options, or write to a new --out or --split")
 
 
 def generate(objects_yaml: str | Path, out: str | Path, *, scenes: int, workers: int = 1,
@@ -233,9 +235,8 @@ def generate(objects_yaml: str | Path, out: str | Path, *, scenes: int, workers:
     out = Path(out)
     manifest = {"objects": str(objects_yaml), "seed": int(seed), "config": cfg.to_dict(),
                 "objects_by_id": {int(o.id): o.name for o in objects}}
-    _check_manifest(out, manifest)
     split_dir = out / split
-    split_dir.mkdir(parents=True, exist_ok=True)
+    _check_manifest(split_dir, manifest)
     for stale in split_dir.glob(".*.partial"):
         shutil.rmtree(stale, ignore_errors=True)
     todo = [s for s in range(scenes) if not (split_dir / f"{s:06d}").is_dir()]
@@ -245,7 +246,7 @@ def generate(objects_yaml: str | Path, out: str | Path, *, scenes: int, workers:
     jobs = [(str(split_dir), s) for s in todo]
     bar = _progress(len(todo) * cfg.images_per_scene, progress)
     if workers <= 1 or len(todo) <= 1:
-        writer = SceneWriter(objects, cfg, seed, bg)
+        writer = SceneWriter(objects, cfg, seed, bg, split)
         results = ((s, writer.write_scene(split_dir, s)) for s in todo)
         _collect(summary, results, bar)
         writer.renderer.release()
@@ -253,7 +254,7 @@ def generate(objects_yaml: str | Path, out: str | Path, *, scenes: int, workers:
         # GL contexts do not survive fork: workers start fresh and build their own.
         ctx = multiprocessing.get_context("spawn")
         with ctx.Pool(min(workers, len(todo)), initializer=_init_worker,
-                      initargs=(str(objects_yaml), cfg, seed, bg)) as pool:
+                      initargs=(str(objects_yaml), cfg, seed, bg, split)) as pool:
             _collect(summary, pool.imap_unordered(_work, jobs), bar)
     bar.close()
     summary.seconds = time.perf_counter() - start

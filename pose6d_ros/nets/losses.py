@@ -49,3 +49,44 @@ def transformer_loss(pred: Tensor, xyz: Tensor, mask: Tensor, pool_R: Tensor, po
     loss, best = per_member.min(-1)
     b = torch.arange(pred.shape[0], device=pred.device)
     return SymmetricLossResult(loss=loss, best=best, target=target[b, best])
+
+
+def error_map_loss(pred_error: Tensor, pred_xyz: Tensor, target: Tensor, mask: Tensor, *,
+                   clip: float = 1.0, beta: float = 3.0) -> Tensor:
+    """Per-instance loss `(B,)` of the predicted error map (Pix2Pose).
+
+    The target is the per-pixel L1 error of `pred_xyz (B, 3, H, W)` against `target` (the
+    chosen symmetry member, normalised), clipped at `clip`; `pred_error (B, 1, H, W)` is
+    trained towards it with an L2 loss, object pixels (`mask (B, H, W)`) weighted by beta.
+    """
+    with torch.no_grad():
+        err = ((pred_xyz - target).abs().sum(1, keepdim=True) / 3).clamp_max(clip) / clip
+    m = mask.unsqueeze(1).to(pred_error.dtype)
+    weight = 1.0 + (beta - 1.0) * m
+    return (((pred_error - err) ** 2) * weight).mean((-1, -2, -3))
+
+
+def mask_loss(mask_logit: Tensor, mask: Tensor) -> Tensor:
+    """Per-instance binary cross-entropy `(B,)` of `mask_logit (B, 1, H, W)` against
+    `mask (B, H, W)`."""
+    return torch.nn.functional.binary_cross_entropy_with_logits(
+        mask_logit[:, 0], mask.to(mask_logit.dtype), reduction="none").mean((-1, -2))
+
+
+def projection_loss(R: Tensor, t: Tensor, R_gt: Tensor, t_gt: Tensor, points: Tensor, K: Tensor,
+                    *, image_size: float, clip: float = 0.5) -> Tensor:
+    """Per-instance mean image distance `(B,)` between mesh points `(B, M, 3)` projected
+    with the estimated pose `(R (B, 3, 3), t (B, 3))` and with the ground truth, through
+    `K (B, 3, 3)`, in units of `image_size` pixels (seed 001, eq. 8).
+
+    Distances are pseudo-Huber (smooth near zero) and each instance's mean is capped at
+    `clip`: a pose far off gives no gradient rather than a huge one.
+    """
+    def project(Rm: Tensor, tm: Tensor) -> Tensor:
+        p = points @ Rm.transpose(-1, -2) + tm[:, None, :]
+        uvw = p @ K.transpose(-1, -2)
+        return uvw[..., :2] / uvw[..., 2:3].clamp_min(1e-6)
+
+    d = (project(R, t) - project(R_gt, t_gt)) / image_size
+    dist = torch.sqrt((d**2).sum(-1) + 1e-6) - 1e-3
+    return dist.mean(-1).clamp_max(clip)

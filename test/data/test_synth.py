@@ -21,8 +21,7 @@ from pose6d_ros.data.bop import (
 )
 from pose6d_ros.data.scenes import SynthConfig, SynthConfigError
 from pose6d_ros.data.synth import SynthError, generate
-from test.conftest import REPO
-from test.data.conftest import TINY
+from test.conftest import REPO, TINY
 
 OBJECTS = REPO / "config" / "objects.yaml"
 
@@ -45,7 +44,7 @@ def test_layout_is_bop(synth_dir):
                              "px_count_visib", "visib_fract"}
         cam = json.loads((scene / "scene_camera.json").read_text())["0"]
         assert {"cam_K", "depth_scale", "cam_R_w2c", "cam_t_w2c"} <= set(cam)
-    manifest = yaml.safe_load((synth_dir / "dataset.yaml").read_text())
+    manifest = yaml.safe_load((synth_dir / "train" / "dataset.yaml").read_text())
     assert manifest["seed"] == 3 and manifest["config"]["width"] == 320
 
 
@@ -164,3 +163,34 @@ def test_bench_synth_prints_images_per_second(capsys):
 
 def test_shipped_config_holds_the_defaults():
     assert SynthConfig.from_yaml(REPO / "config" / "synth.yaml") == SynthConfig()
+
+
+def test_photo_backgrounds(tmp_path, tiny_config):
+    import cv2
+
+    from pose6d_ros.data.appearance import PhotoBackgrounds
+
+    photos = tmp_path / "photos"
+    photos.mkdir()
+    cv2.imwrite(str(photos / "a.png"), np.full((300, 400, 3), (0, 200, 0), np.uint8))
+    (photos / "notes.txt").write_text("not an image")
+    crop = PhotoBackgrounds(photos).sample(np.random.default_rng(0), 120, 160)
+    assert crop.shape == (120, 160, 3) and (crop == [0, 200, 0]).all()
+    cfg = SynthConfig.from_dict({**SynthConfig.from_yaml(tiny_config).to_dict(),
+                                 "photo_background_prob": 1.0, "images_per_scene": 1,
+                                 "noise_std": 0.0, "color_jitter": 0.0, "blur_sigma": 0.0})
+    generate(OBJECTS, tmp_path / "out", scenes=1, cfg=cfg, backgrounds=photos, progress=False)
+    rgb = read_image(tmp_path / "out" / "train" / "000000" / "rgb" / "000000.jpg")
+    assert np.median(rgb.reshape(-1, 3), axis=0)[1] > 150  # mostly the green photo
+    (tmp_path / "empty").mkdir()
+    with pytest.raises(FileNotFoundError, match="no images"):
+        PhotoBackgrounds(tmp_path / "empty")
+
+
+def test_procedural_backgrounds_of_any_size():
+    from pose6d_ros.data.appearance import procedural_background
+
+    for size in [(8, 8), (32, 32), (480, 640)]:
+        for seed in range(5):
+            img = procedural_background(np.random.default_rng(seed), *size)
+            assert img.shape == (*size, 3) and img.dtype == np.uint8

@@ -1,0 +1,97 @@
+"""Poses of object instances from their image boxes: crop, CoordNet, correspondences, PnP.
+
+The stage after detection, batched over every instance of an image on one device; the
+evaluation and the estimator both call it.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+from torch import Tensor
+from torchvision.ops import roi_align
+
+from pose6d_ros.core.objects import ObjectRegistry
+from pose6d_ros.core.symmetry import SymmetryPools
+from pose6d_ros.nets.coordnet import CoordNet
+from pose6d_ros.nets.correspondences import (
+    DEFAULT_CORRESPONDENCES,
+    CorrespondenceOptions,
+    select_correspondences,
+)
+from pose6d_ros.pnp import PnPOptions, solve_pnp
+from pose6d_ros.pnp.solver import DEFAULT_OPTIONS
+
+DEFAULT_ENLARGE = 1.5  # crop side / longer side of the visible box, as in training
+
+
+def square_boxes(boxes_xywh: Tensor, enlarge: float = DEFAULT_ENLARGE) -> Tensor:
+    """Square crop boxes `(B, 4)` (x0, y0, x1, y1) centred on boxes `(B, 4)` (x, y, w, h),
+    sides `enlarge` times their longer side."""
+    x, y, w, h = boxes_xywh.unbind(-1)
+    half = torch.maximum(w, h).clamp_min(8.0 / enlarge) * enlarge / 2
+    cx, cy = x + w / 2, y + h / 2
+    return torch.stack([cx - half, cy - half, cx + half, cy + half], -1)
+
+
+@dataclass
+class CropPoses:
+    """Poses of B instances."""
+
+    R: Tensor  # (B, 3, 3) float64
+    t: Tensor  # (B, 3) float64, metres
+    status: Tensor  # (B,) PnPStatus values
+    inliers: Tensor  # (B,) PnP inliers used
+    score: Tensor  # (B,) PnP inliers / the correspondence cap, in [0, 1]; 0 when failed
+    crop_boxes: Tensor  # (B, 4) x0, y0, x1, y1
+
+
+class CoordPoseEstimator:
+    """CoordNet + correspondence selection + PnP (+ symmetry canonicalisation)."""
+
+    def __init__(self, net: CoordNet, objects: ObjectRegistry, *,
+                 device: str | torch.device = "cpu",
+                 correspondences: CorrespondenceOptions = DEFAULT_CORRESPONDENCES,
+                 pnp: PnPOptions = DEFAULT_OPTIONS, enlarge: float = DEFAULT_ENLARGE) -> None:
+        if net.config.num_objects != len(objects):
+            raise ValueError(f"weights are for {net.config.num_objects} objects, the objects "
+                             f"YAML has {len(objects)}")
+        self.device = torch.device(device)
+        self.net = net.to(self.device).eval()
+        self.objects, self.enlarge = objects, enlarge
+        self.corr_options, self.pnp_options = correspondences, pnp
+        center, scale = objects.coordinate_normalisation()
+        self.center = torch.from_numpy(center).float().to(self.device)
+        self.scale = torch.from_numpy(scale).float().to(self.device)
+        self.pools = SymmetryPools(objects, device=self.device)
+
+    @torch.no_grad()
+    def __call__(self, image: np.ndarray | Tensor, K: np.ndarray | Tensor, labels: Tensor,
+                 boxes_xywh: Tensor) -> CropPoses:
+        """Poses for instances `labels (B,)` with visible boxes `(B, 4)` (x, y, w, h) in
+        `image` ((H, W, 3) uint8 RGB array, or (3, H, W) float tensor in [0, 1])."""
+        dev = self.device
+        if isinstance(image, np.ndarray):
+            image = torch.from_numpy(np.ascontiguousarray(image)).permute(2, 0, 1)
+            image = image.to(dev).float() / 255.0
+        image = image.to(dev)
+        K = torch.as_tensor(K, dtype=torch.float64, device=dev)
+        labels = labels.to(dev)
+        boxes = square_boxes(boxes_xywh.to(dev).float(), self.enlarge)
+        S = self.net.config.input_size
+        crops = roi_align(image[None], [boxes], output_size=(S, S), spatial_scale=1.0,
+                          sampling_ratio=2, aligned=True)
+        out = self.net(crops, labels)
+        corr = select_correspondences(out.xyz.float(), out.error.float(),
+                                      out.mask_logit.float(), self.center[labels],
+                                      self.scale[labels], boxes, self.corr_options)
+        res = solve_pnp(corr.x2d.double(), corr.x3d.double(), K, mask=corr.mask,
+                        options=self.pnp_options)
+        R, t = self.pools.canonicalise(labels, res.R, res.t)
+        inliers = res.inliers.sum(1)
+        score = (inliers / self.corr_options.max_points).clamp_max(1.0) * res.success
+        return CropPoses(R=R, t=t, status=res.status, inliers=inliers, score=score,
+                         crop_boxes=boxes)
+

@@ -1,0 +1,185 @@
+"""CoordNet: a Pix2Pose-style U-Net from an RGB crop to per-pixel object coordinates.
+
+For each pixel of a crop it predicts the normalised object coordinates the pixel shows,
+(x - center) / scale in [-1, 1] (also for occluded parts of the object), the expected error
+of that prediction (sigmoid, in normalised units) and an object-mask logit. One network
+serves every object: the last layer has a head per object and each crop reads its own, so
+all detected instances go through one batched forward pass.
+"""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Any
+
+import torch
+import torchvision
+from torch import Tensor, nn
+from torch.nn import functional
+
+ENCODERS = ("resnet18", "resnet34", "small")
+
+
+@dataclass
+class CoordNetConfig:
+    """Architecture; stored in checkpoints so weights load without extra flags."""
+
+    num_objects: int
+    encoder: str = "resnet18"
+    input_size: int = 128
+    decoder_width: int = 64
+
+    def to_dict(self) -> dict[str, Any]:
+        """Plain values, safe for `torch.load(weights_only=True)`."""
+        return asdict(self)
+
+
+@dataclass
+class CoordNetOutput:
+    """Predictions for a batch of B crops of size (H, W)."""
+
+    xyz: Tensor  # (B, 3, H, W) normalised object coordinates, tanh
+    error: Tensor  # (B, 1, H, W) predicted |error| of xyz, sigmoid
+    mask_logit: Tensor  # (B, 1, H, W) visible-object logit
+
+
+def _conv(cin: int, cout: int, stride: int = 1) -> nn.Sequential:
+    return nn.Sequential(nn.Conv2d(cin, cout, 3, stride, 1, bias=False), nn.BatchNorm2d(cout),
+                         nn.ReLU(inplace=True))
+
+
+class _SmallEncoder(nn.Module):
+    """Five strided conv stages (strides 2..32): a fast encoder for CPUs and tests."""
+
+    def __init__(self, widths: tuple[int, ...] = (16, 24, 32, 64, 96)) -> None:
+        super().__init__()
+        cins = (3, *widths[:-1])
+        self.stages = nn.ModuleList(nn.Sequential(_conv(a, b, 2), _conv(b, b))
+                                    for a, b in zip(cins, widths, strict=True))
+        self.channels = widths
+
+    def forward(self, x: Tensor) -> list[Tensor]:
+        feats = []
+        for stage in self.stages:
+            x = stage(x)
+            feats.append(x)
+        return feats
+
+
+class _ResNetEncoder(nn.Module):
+    """torchvision ResNet features at strides 2, 4, 8, 16, 32."""
+
+    def __init__(self, name: str) -> None:
+        super().__init__()
+        net = getattr(torchvision.models, name)(weights=None)
+        self.stem = nn.Sequential(net.conv1, net.bn1, net.relu)
+        self.pool = net.maxpool
+        self.layers = nn.ModuleList([net.layer1, net.layer2, net.layer3, net.layer4])
+        self.channels = (64, 64, 128, 256, 512)
+
+    def forward(self, x: Tensor) -> list[Tensor]:
+        x = self.stem(x)
+        feats = [x]
+        x = self.pool(x)
+        for layer in self.layers:
+            x = layer(x)
+            feats.append(x)
+        return feats
+
+
+class CoordNet(nn.Module):
+    """U-Net with skip connections and one output head per object."""
+
+    def __init__(self, config: CoordNetConfig) -> None:
+        super().__init__()
+        if config.encoder not in ENCODERS:
+            raise ValueError(f"encoder: expected one of {ENCODERS}, got {config.encoder!r}")
+        if config.num_objects < 1:
+            raise ValueError("num_objects must be >= 1")
+        self.config = config
+        self.encoder = (_SmallEncoder() if config.encoder == "small"
+                        else _ResNetEncoder(config.encoder))
+        ch = self.encoder.channels
+        d = config.decoder_width
+        # Decoder stages from stride 32 up to stride 1, each fed the matching skip.
+        self.up = nn.ModuleList()
+        cin = ch[-1]
+        for skip in reversed(ch[:-1]):
+            self.up.append(nn.Sequential(_conv(cin + skip, d), _conv(d, d)))
+            cin = d
+        self.full = nn.Sequential(_conv(d + 3, d), _conv(d, d))  # stride 1, sees the image
+        self.heads = nn.Conv2d(d, 5 * config.num_objects, 1)
+        self.register_buffer("mean", torch.tensor([0.485, 0.456, 0.406]).view(1, 3, 1, 1))
+        self.register_buffer("std", torch.tensor([0.229, 0.224, 0.225]).view(1, 3, 1, 1))
+
+    def forward(self, image: Tensor, labels: Tensor) -> CoordNetOutput:
+        """Predict for crops `image (B, 3, H, W)` in [0, 1] of objects `labels (B,)`."""
+        x = (image - self.mean) / self.std
+        feats = self.encoder(x)
+        y = feats[-1]
+        for up, skip in zip(self.up, reversed(feats[:-1]), strict=True):
+            y = functional.interpolate(y, size=skip.shape[-2:], mode="bilinear")
+            y = up(torch.cat([y, skip], 1))
+        y = functional.interpolate(y, size=image.shape[-2:], mode="bilinear")
+        y = self.full(torch.cat([y, x], 1))
+        B, _, H, W = y.shape
+        out = self.heads(y).view(B, self.config.num_objects, 5, H, W)
+        out = out[torch.arange(B, device=y.device), labels]  # (B, 5, H, W): each crop's head
+        return CoordNetOutput(xyz=torch.tanh(out[:, :3]), error=torch.sigmoid(out[:, 3:4]),
+                              mask_logit=out[:, 4:5])
+
+
+def save_checkpoint(path: str | Path, model: nn.Module, **extra: Any) -> None:
+    """Weights + architecture (+ optimiser state, counters) in a weights_only-loadable file."""
+    net = model.module if hasattr(model, "module") else model
+    torch.save({"config": net.config.to_dict(), "model": net.state_dict(), **extra}, path)
+
+
+class WeightsError(ValueError):
+    """A weights file that cannot be used, naming the file."""
+
+
+def load_checkpoint(path: str | Path, map_location: str | torch.device = "cpu"
+                    ) -> dict[str, Any]:
+    """A checkpoint written by `save_checkpoint`, loaded with weights_only=True."""
+    path = Path(path)
+    if not path.is_file():
+        raise WeightsError(f"{path}: no such weights file")
+    try:
+        ckpt = torch.load(path, map_location=map_location, weights_only=True)
+    except Exception as exc:
+        raise WeightsError(f"{path}: cannot load weights: {exc}") from exc
+    if not isinstance(ckpt, dict) or "config" not in ckpt or "model" not in ckpt:
+        raise WeightsError(f"{path}: not a CoordNet checkpoint (no 'config'/'model')")
+    return ckpt
+
+
+def load_coordnet(path: str | Path, map_location: str | torch.device = "cpu") -> CoordNet:
+    """A CoordNet with the weights and architecture stored at `path`."""
+    ckpt = load_checkpoint(path, map_location)
+    try:
+        net = CoordNet(CoordNetConfig(**ckpt["config"]))
+        net.load_state_dict(ckpt["model"])
+    except (TypeError, ValueError, RuntimeError) as exc:
+        raise WeightsError(f"{path}: weights do not fit the stored architecture: {exc}") from exc
+    return net.to(map_location)
+
+
+def load_encoder_weights(net: CoordNet, path: str | Path) -> None:
+    """Initialise the encoder from a local torchvision state dict (e.g. ImageNet ResNet)."""
+    path = Path(path)
+    try:
+        state = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as exc:
+        raise WeightsError(f"{path}: cannot load encoder weights: {exc}") from exc
+    if not isinstance(net.encoder, _ResNetEncoder):
+        raise WeightsError(f"{path}: encoder weights need a ResNet encoder")
+    ref = getattr(torchvision.models, net.config.encoder)(weights=None)
+    missing, _ = ref.load_state_dict(state, strict=False)
+    if len(missing) > len(ref.state_dict()) // 2:
+        raise WeightsError(f"{path}: does not look like a {net.config.encoder} state dict")
+    enc = net.encoder
+    enc.stem.load_state_dict(nn.Sequential(ref.conv1, ref.bn1, ref.relu).state_dict())
+    enc.layers.load_state_dict(nn.ModuleList([ref.layer1, ref.layer2, ref.layer3,
+                                              ref.layer4]).state_dict())

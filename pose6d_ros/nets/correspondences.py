@@ -1,0 +1,69 @@
+"""From CoordNet predictions to 2D-3D correspondences, batched over instances."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+from torch import Tensor
+
+
+@dataclass(frozen=True)
+class CorrespondenceOptions:
+    """Which predicted pixels become PnP correspondences (Pix2Pose-like defaults)."""
+
+    mask_threshold: float = 0.5  # predicted object probability
+    error_threshold: float = 0.15  # predicted error, normalised coordinate units
+    max_points: int = 400  # per instance, sampled evenly at random
+    min_points: int = 12  # fewer: the instance is reported as failed
+
+
+DEFAULT_CORRESPONDENCES = CorrespondenceOptions()
+
+
+@dataclass
+class Correspondences:
+    """Padded correspondences of B instances."""
+
+    x2d: Tensor  # (B, N, 2) full-image pixels
+    x3d: Tensor  # (B, N, 3) object points, metres
+    mask: Tensor  # (B, N) bool, real points
+    count: Tensor  # (B,) selected pixels per instance (before the min_points rule)
+
+
+def crop_pixels_to_image(uv: Tensor, boxes: Tensor, size: tuple[int, int]) -> Tensor:
+    """Full-image pixels `(B, N, 2)` of crop pixels `uv (B, N, 2)` of crops `boxes (B, 4)`
+    (x0, y0, x1, y1; roi_align(aligned=True) convention) resized to `size` (h, w)."""
+    h, w = size
+    sx = w / (boxes[:, 2] - boxes[:, 0])
+    sy = h / (boxes[:, 3] - boxes[:, 1])
+    u = (uv[..., 0] + 0.5) / sx[:, None] + boxes[:, None, 0] - 0.5
+    v = (uv[..., 1] + 0.5) / sy[:, None] + boxes[:, None, 1] - 0.5
+    return torch.stack([u, v], -1)
+
+
+def select_correspondences(xyz: Tensor, error: Tensor, mask_logit: Tensor, center: Tensor,
+                           scale: Tensor, boxes: Tensor,
+                           options: CorrespondenceOptions = DEFAULT_CORRESPONDENCES, *,
+                           seed: int = 0) -> Correspondences:
+    """Correspondences from predictions `xyz (B, 3, H, W)` (normalised), `error` and
+    `mask_logit (B, 1, H, W)`, with each instance's `center`, `scale (B, 3)` and crop
+    `boxes (B, 4)`. Deterministic for a seed."""
+    B, _, H, W = xyz.shape
+    keep = (torch.sigmoid(mask_logit[:, 0]) > options.mask_threshold) \
+        & (error[:, 0] < options.error_threshold)  # (B, H, W)
+    keep = keep.reshape(B, -1)
+    n = min(options.max_points, H * W)
+    gen = torch.Generator(device=xyz.device).manual_seed(seed)
+    # Kept pixels outrank the rest; random keys spread the sample over the object.
+    key = keep.to(xyz.dtype) * 2 + torch.rand(keep.shape, generator=gen, device=xyz.device,
+                                              dtype=xyz.dtype)
+    idx = key.topk(n, dim=1).indices  # (B, n)
+    mask = keep.gather(1, idx)
+    count = keep.sum(1)
+    mask &= (count >= options.min_points)[:, None]
+    uv = torch.stack([idx % W, idx // W], -1).to(xyz.dtype)
+    x2d = crop_pixels_to_image(uv, boxes.to(xyz.dtype), (H, W))
+    pts = xyz.reshape(B, 3, -1).gather(2, idx[:, None, :].expand(B, 3, n)).transpose(1, 2)
+    x3d = pts * scale[:, None, :].to(xyz.dtype) + center[:, None, :].to(xyz.dtype)
+    return Correspondences(x2d=x2d, x3d=x3d, mask=mask, count=count)

@@ -1,0 +1,290 @@
+"""`pose6d train coords`: CoordNet training with the symmetric transformer loss, the error
+and mask losses, and the projection loss back-propagated through BPnP.
+
+Runs on CUDA when present (bf16 autocast), else on the CPU; on several GPUs or processes
+under `torchrun` (DistributedDataParallel; NCCL on CUDA, gloo on CPU). Writes into the run
+folder: `last.pt` (resumable: weights, optimiser, counters), `coordnet.pt` (final
+weights), `log.csv`, `losses.png`, `config.yaml`.
+"""
+
+from __future__ import annotations
+
+import math
+import os
+import time
+from dataclasses import asdict, dataclass, fields
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+import yaml
+from torch import Tensor
+from torch.utils.data import DataLoader, DistributedSampler, RandomSampler
+
+from pose6d_ros.core.objects import ObjectRegistry, load_objects
+from pose6d_ros.core.symmetry import SymmetryPools
+from pose6d_ros.data.datasets import CropDataset
+from pose6d_ros.nets.coordnet import (
+    CoordNet,
+    CoordNetConfig,
+    load_checkpoint,
+    load_encoder_weights,
+    save_checkpoint,
+)
+from pose6d_ros.nets.losses import error_map_loss, mask_loss, projection_loss, transformer_loss
+from pose6d_ros.pnp.bpnp import bpnp
+from pose6d_ros.train.logs import CsvLog, plot_curves
+
+LOG_FIELDS = ["step", "epoch", "lr", "loss", "xyz", "error", "mask", "proj", "proj_ok",
+              "seconds"]
+
+
+@dataclass
+class CoordTrainConfig:
+    """Every setting of a CoordNet training run (saved as the run's config.yaml)."""
+
+    data: str
+    objects: str
+    out: str
+    split: str = "train"
+    epochs: int = 20
+    max_steps: int = 0  # stop after this many optimiser steps (0: run all epochs)
+    batch_size: int = 16
+    lr: float = 1e-3
+    weight_decay: float = 1e-4
+    input_size: int = 128
+    encoder: str = "resnet18"
+    decoder_width: int = 64
+    beta: float = 3.0  # weight of object pixels in the transformer loss
+    lambda_error: float = 1.0
+    lambda_mask: float = 0.5
+    lambda_proj: float = 1.0  # 0 switches the BPnP projection loss off
+    proj_warmup_steps: int = 1000  # projection loss from this step on
+    proj_pixels: int = 128  # correspondences per instance for BPnP
+    proj_points: int = 128  # mesh points per object compared in the image
+    workers: int = 2
+    device: str = "auto"  # auto, cpu, cuda, cuda:N
+    amp: bool = True  # bf16 autocast on CUDA
+    seed: int = 0
+    init_encoder: str | None = None  # local torchvision ResNet state dict
+    checkpoint_every: int = 500
+    log_every: int = 10
+
+    @classmethod
+    def fields_(cls) -> set[str]:
+        """Names of the settings."""
+        return {f.name for f in fields(cls)}
+
+
+def _device(name: str, local_rank: int) -> torch.device:
+    if name == "auto":
+        name = f"cuda:{local_rank}" if torch.cuda.is_available() else "cpu"
+    return torch.device(name)
+
+
+def _mesh_points(objects: ObjectRegistry, count: int, seed: int) -> Tensor:
+    """`(O, count, 3)` mesh vertices per object (metres), drawn with a fixed seed."""
+    rng = np.random.default_rng(seed)
+    out = []
+    for obj in objects:
+        v = np.asarray(obj.mesh.vertices)
+        out.append(v[rng.choice(len(v), size=count, replace=len(v) < count)])
+    return torch.from_numpy(np.stack(out))
+
+
+def _sample_pixels(mask: Tensor, count: int, gen: torch.Generator) -> tuple[Tensor, Tensor]:
+    """Up to `count` random pixels per instance inside `mask (B, H, W)`:
+    indices `(B, count)` into H*W and their validity `(B, count)`."""
+    B = mask.shape[0]
+    flat = mask.reshape(B, -1)
+    key = flat.float() * 2 + torch.rand(flat.shape, generator=gen, device=flat.device)
+    idx = key.topk(min(count, flat.shape[1]), dim=1).indices
+    return idx, flat.gather(1, idx)
+
+
+class CoordTrainer:
+    """One training run; `run()` trains, checkpoints and logs."""
+
+    def __init__(self, cfg: CoordTrainConfig, *, resume: bool = False,
+                 progress: bool = True) -> None:
+        self.cfg, self.progress = cfg, progress
+        self.world = int(os.environ.get("WORLD_SIZE", "1"))
+        self.rank = int(os.environ.get("RANK", "0"))
+        local_rank = int(os.environ.get("LOCAL_RANK", "0"))
+        self.device = _device(cfg.device, local_rank)
+        if self.world > 1 and not torch.distributed.is_initialized():
+            backend = "nccl" if self.device.type == "cuda" else "gloo"
+            torch.distributed.init_process_group(backend)
+        if self.device.type == "cuda":
+            torch.cuda.set_device(self.device)
+        torch.manual_seed(cfg.seed + self.rank)
+        self.out = Path(cfg.out)
+        self.out.mkdir(parents=True, exist_ok=True)
+
+        self.objects = load_objects(cfg.objects)
+        self.dataset = CropDataset(cfg.data, self.objects, split=cfg.split, size=cfg.input_size)
+        if len(self.dataset) < cfg.batch_size * self.world:
+            raise ValueError(f"{cfg.data}: {len(self.dataset)} training crops, fewer than one "
+                             f"batch ({cfg.batch_size} x {self.world} processes)")
+        net = CoordNet(CoordNetConfig(num_objects=len(self.objects), encoder=cfg.encoder,
+                                      input_size=cfg.input_size,
+                                      decoder_width=cfg.decoder_width))
+        if cfg.init_encoder:
+            load_encoder_weights(net, cfg.init_encoder)
+        self.net = net.to(self.device)
+        self.model: torch.nn.Module = self.net
+        if self.world > 1:
+            self.model = torch.nn.parallel.DistributedDataParallel(
+                self.net, device_ids=[self.device.index] if self.device.type == "cuda" else None)
+        self.opt = torch.optim.AdamW(self.net.parameters(), lr=cfg.lr,
+                                     weight_decay=cfg.weight_decay)
+        steps_per_epoch = len(self.dataset) // (cfg.batch_size * self.world)
+        total = steps_per_epoch * cfg.epochs
+        self.total_steps = min(total, cfg.max_steps) if cfg.max_steps > 0 else total
+        self.sched = torch.optim.lr_scheduler.LambdaLR(self.opt, self._lr_factor)
+        self.pools = SymmetryPools(self.objects, device=self.device)
+        center, scale = self.objects.coordinate_normalisation()
+        self.center = torch.from_numpy(center).float().to(self.device)
+        self.scale = torch.from_numpy(scale).float().to(self.device)
+        self.points = _mesh_points(self.objects, cfg.proj_points, cfg.seed).to(self.device)
+        self.gen = torch.Generator(device=self.device).manual_seed(cfg.seed + 7919 * self.rank)
+        self.step = self.epoch = 0
+        if resume and (self.out / "last.pt").exists():
+            self._load(self.out / "last.pt")
+        if self.rank == 0:
+            (self.out / "config.yaml").write_text(yaml.safe_dump(asdict(cfg), sort_keys=False))
+            self.log = CsvLog(self.out / "log.csv", LOG_FIELDS)
+
+    def _lr_factor(self, step: int) -> float:
+        """Linear warm-up over 2 % of the run, then cosine decay to 5 %."""
+        warm = max(1, self.total_steps // 50)
+        if step < warm:
+            return (step + 1) / warm
+        p = min(1.0, (step - warm) / max(1, self.total_steps - warm))
+        return 0.05 + 0.95 * 0.5 * (1 + math.cos(math.pi * p))
+
+    def _load(self, path: Path) -> None:
+        ckpt = load_checkpoint(path, self.device)
+        self.net.load_state_dict(ckpt["model"])
+        self.opt.load_state_dict(ckpt["optimizer"])
+        self.sched.load_state_dict(ckpt["scheduler"])
+        self.step, self.epoch = int(ckpt["step"]), int(ckpt["epoch"])
+
+    def _save(self, name: str) -> None:
+        if self.rank != 0:
+            return
+        tmp = self.out / f".{name}.tmp"
+        save_checkpoint(tmp, self.net, optimizer=self.opt.state_dict(),
+                        scheduler=self.sched.state_dict(), step=self.step, epoch=self.epoch)
+        os.replace(tmp, self.out / name)
+
+    def losses(self, batch: dict[str, Tensor]) -> dict[str, Tensor]:
+        """Every loss term of one batch (scalars) plus the weighted total under "loss"."""
+        cfg, dev = self.cfg, self.device
+        b = {k: v.to(dev, non_blocking=True) for k, v in batch.items()}
+        labels = b["label"]
+        amp = cfg.amp and dev.type == "cuda"
+        with torch.autocast(dev.type, dtype=torch.bfloat16, enabled=amp):
+            out = self.model(b["image"], labels)
+        xyz, err, logit = out.xyz.float(), out.error.float(), out.mask_logit.float()
+        full = b["mask_full"] > 0
+        sym = transformer_loss(xyz, b["xyz"], full, self.pools.R[labels], self.pools.t[labels],
+                               self.pools.valid[labels], b["center"], b["scale"],
+                               beta=cfg.beta)
+        terms = {"xyz": sym.loss.mean(),
+                 "error": error_map_loss(err, xyz, sym.target, full, beta=cfg.beta).mean(),
+                 "mask": mask_loss(logit, b["mask_visib"]).mean()}
+        total = terms["xyz"] + cfg.lambda_error * terms["error"] + cfg.lambda_mask * terms["mask"]
+        if cfg.lambda_proj > 0 and self.step >= cfg.proj_warmup_steps:
+            proj, ok = self._projection(xyz, b, labels, sym.best)
+            terms["proj"], terms["proj_ok"] = proj, ok
+            total = total + cfg.lambda_proj * proj
+        terms["loss"] = total
+        return terms
+
+    def _projection(self, xyz: Tensor, b: dict[str, Tensor], labels: Tensor, best: Tensor
+                    ) -> tuple[Tensor, Tensor]:
+        """Projection loss through BPnP; the ground truth is the pose of the symmetry member
+        the transformer loss chose, T_gt S (the frame the prediction is in)."""
+        S = xyz.shape[-1]
+        idx, valid = _sample_pixels(b["mask_visib"] > 0, self.cfg.proj_pixels, self.gen)
+        B = xyz.shape[0]
+        x3d = xyz.reshape(B, 3, -1).gather(2, idx[:, None].expand(B, 3, idx.shape[1]))
+        x3d = x3d.transpose(1, 2).double() * b["scale"][:, None].double() \
+            + b["center"][:, None].double()
+        x2d = torch.stack([idx % S, idx // S], -1).double()
+        K = b["K"].double()
+        res = bpnp(x2d, x3d, K, mask=valid)
+        R_s, t_s = self.pools.R[labels, best], self.pools.t[labels, best]
+        R_gt = b["R"].double() @ R_s
+        t_gt = (b["R"].double() @ t_s[..., None])[..., 0] + b["t"].double()
+        per = projection_loss(res.R, res.t, R_gt, t_gt, self.points[labels].double(), K,
+                              image_size=float(S))
+        ok = res.success
+        loss = (per * ok).sum() / ok.sum().clamp_min(1)
+        return loss.float(), ok.float().mean()
+
+    def run(self) -> Path:
+        """Train to the configured length; returns the final weights' path."""
+        cfg = self.cfg
+        from tqdm import tqdm
+
+        bar = tqdm(total=self.total_steps, initial=self.step, unit="step", desc="train coords",
+                   disable=not self.progress or self.rank != 0)
+        start = time.perf_counter()
+        self.model.train()
+        while self.step < self.total_steps:
+            sampler = (DistributedSampler(self.dataset, seed=cfg.seed, drop_last=True)
+                       if self.world > 1 else
+                       RandomSampler(self.dataset, generator=torch.Generator().manual_seed(
+                           cfg.seed + self.epoch)))
+            if self.world > 1:
+                sampler.set_epoch(self.epoch)
+            loader = DataLoader(self.dataset, batch_size=cfg.batch_size, sampler=sampler,
+                                num_workers=cfg.workers, drop_last=True,
+                                pin_memory=self.device.type == "cuda",
+                                persistent_workers=False)
+            for batch in loader:
+                terms = self.losses(batch)
+                self.opt.zero_grad(set_to_none=True)
+                terms["loss"].backward()
+                torch.nn.utils.clip_grad_norm_(self.net.parameters(), 5.0)
+                self.opt.step()
+                self.sched.step()
+                self.step += 1
+                bar.update(1)
+                if self.rank == 0 and (self.step % cfg.log_every == 0
+                                       or self.step == self.total_steps):
+                    row = {k: float(v.detach()) for k, v in terms.items()}
+                    row.update(step=self.step, epoch=self.epoch,
+                               lr=self.sched.get_last_lr()[0],
+                               seconds=time.perf_counter() - start)
+                    self.log.write(row)
+                    bar.set_postfix(loss=f"{row['loss']:.4f}")
+                if self.step % cfg.checkpoint_every == 0:
+                    self._save("last.pt")
+                    self._plot()
+                if self.step >= self.total_steps:
+                    break
+            self.epoch += 1
+        bar.close()
+        self._save("last.pt")
+        if self.rank == 0:
+            save_checkpoint(self.out / "coordnet.pt", self.net, step=self.step)
+            self._plot()
+        if self.world > 1:
+            torch.distributed.barrier()
+        return self.out / "coordnet.pt"
+
+    def _plot(self) -> None:
+        if self.rank == 0:
+            plot_curves(self.out / "log.csv", self.out / "losses.png",
+                        curves=["loss", "xyz", "error", "mask", "proj", "lr"],
+                        title=f"CoordNet ({self.cfg.encoder}) {self.out.name}")
+
+
+def config_from(values: dict[str, Any]) -> CoordTrainConfig:
+    """A config from CLI/YAML values (None means: the default)."""
+    known = CoordTrainConfig.fields_()
+    return CoordTrainConfig(**{k: v for k, v in values.items() if k in known and v is not None})

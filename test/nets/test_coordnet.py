@@ -1,0 +1,60 @@
+"""CoordNet: shapes, per-object heads, batching, checkpoints."""
+
+import pytest
+import torch
+
+from pose6d_ros.nets.coord_poses import CoordPoseEstimator
+from pose6d_ros.nets.coordnet import (
+    CoordNet,
+    CoordNetConfig,
+    WeightsError,
+    load_coordnet,
+    save_checkpoint,
+)
+
+
+@pytest.mark.parametrize("encoder", ["small", "resnet18"])
+def test_outputs_and_ranges(encoder):
+    net = CoordNet(CoordNetConfig(num_objects=3, encoder=encoder, input_size=64,
+                                  decoder_width=16)).eval()
+    out = net(torch.rand(2, 3, 64, 64), torch.tensor([0, 2]))
+    assert out.xyz.shape == (2, 3, 64, 64) and out.error.shape == (2, 1, 64, 64)
+    assert out.mask_logit.shape == (2, 1, 64, 64)
+    assert out.xyz.abs().max() <= 1 and out.error.min() >= 0 and out.error.max() <= 1
+
+
+def test_each_crop_reads_its_own_head_and_batching_changes_nothing():
+    torch.manual_seed(0)
+    net = CoordNet(CoordNetConfig(num_objects=3, encoder="small", input_size=32,
+                                  decoder_width=16)).eval()
+    x = torch.rand(3, 3, 32, 32)
+    labels = torch.tensor([0, 1, 2])
+    batch = net(x, labels)
+    for i in range(3):
+        one = net(x[i:i + 1], labels[i:i + 1])
+        torch.testing.assert_close(one.xyz[0], batch.xyz[i], atol=1e-5, rtol=0)
+    other = net(x[:1], torch.tensor([1]))
+    assert not torch.allclose(other.xyz[0], batch.xyz[0])
+
+
+def test_checkpoint_round_trip_and_bad_files(tmp_path, objects):
+    net = CoordNet(CoordNetConfig(num_objects=len(objects), encoder="small", input_size=32,
+                                  decoder_width=16)).eval()
+    path = tmp_path / "w.pt"
+    save_checkpoint(path, net, step=3)
+    back = load_coordnet(path).eval()
+    x, lab = torch.rand(1, 3, 32, 32), torch.tensor([4])
+    torch.testing.assert_close(back(x, lab).xyz, net(x, lab).xyz)
+
+    bad = tmp_path / "corrupt.pt"
+    bad.write_bytes(b"not a checkpoint")
+    with pytest.raises(WeightsError, match=r"corrupt\.pt"):
+        load_coordnet(bad)
+    with pytest.raises(WeightsError, match="no such"):
+        load_coordnet(tmp_path / "missing.pt")
+    torch.save({"config": {"num_objects": 2, "encoder": "small"}, "model": {}}, bad)
+    with pytest.raises(WeightsError, match="do not fit"):
+        load_coordnet(bad)
+    wrong = CoordNet(CoordNetConfig(num_objects=2, encoder="small"))
+    with pytest.raises(ValueError, match="2 objects"):
+        CoordPoseEstimator(wrong, objects)
