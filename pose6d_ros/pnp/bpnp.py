@@ -11,24 +11,22 @@ exact objective, computed in closed form (pose6d_ros.pnp.reprojection), in float
 
 import warnings
 from dataclasses import dataclass, replace
+from functools import cache
 
 import torch
 from torch import Tensor
 
-from pose6d_ros.pnp.reprojection import hessian, implicit_gradients, point_terms
+from pose6d_ros.pnp.reprojection import Reprojection, local_gradient
 from pose6d_ros.pnp.solver import (
     DEFAULT_OPTIONS,
     PnPOptions,
     PnPResult,
+    channels_first,
     check_correspondences,
-    is_degenerate,
-    sanitise,
     solve_pnp,
 )
 
-# Relative Tikhonov damping of H, far below the 1e-4 gradient tolerance; instances whose
-# unit-diagonal H has an eigenvalue below _SINGULAR get a zero gradient instead.
-_DAMPING = 1e-12
+# Instances whose unit-diagonal H has an eigenvalue below _SINGULAR get a zero gradient.
 _SINGULAR = 1e-12
 
 
@@ -65,47 +63,55 @@ class _BPnPFunction(torch.autograd.Function):
     @staticmethod
     def forward(ctx, x2d: Tensor, x3d: Tensor, weights: Tensor, K: Tensor, solve):
         result = solve(x2d, x3d, weights)
-        w_used = weights.detach().to(torch.float64) * result.inliers
-        x2d_used = sanitise(x2d.detach(), result.inliers)
-        x3d_used = sanitise(x3d.detach(), result.inliers)
-        ctx.save_for_backward(x2d_used, x3d_used, K, w_used, result.R, result.t, result.inliers,
-                              result.status)
+        inliers = result.inliers
+        ok = result.status == 0
+        # Failed instances carry R = I, t = 0, where every projection divides by zero; any
+        # pose in front of the camera keeps their (discarded) arithmetic finite.
+        t = result.t.clone()
+        t[:, 2] = torch.where(ok, t[:, 2], 1.0)
+        # The points the solution used, in the layouts of `Reprojection`.
+        x, X1 = channels_first(x2d.detach(), x3d.detach(), inliers)
+        w = weights.detach().to(t.dtype) * inliers
+        ctx.save_for_backward(X1, x, K.to(t.dtype), w, result.R, t, inliers, ok)
+        ctx.dtypes = x2d.dtype, x3d.dtype, weights.dtype
         return result.R.to(x2d.dtype), result.t.to(x2d.dtype), result
 
     @staticmethod
     def backward(ctx, grad_R: Tensor, grad_t: Tensor, _):
-        x2d, x3d, K, w, R, t, inliers, status = ctx.saved_tensors
-        f64 = torch.float64
-        ok = status == 0
-        # Failed instances carry R = I, t = 0, where every projection divides by zero; any
-        # pose in front of the camera keeps their (discarded) arithmetic finite.
-        t = torch.where(ok[:, None], t, torch.tensor([0.0, 0.0, 1.0], dtype=f64,
-                                                     device=t.device))
-        terms = point_terms(R, t, x2d.detach().to(f64), x3d.detach().to(f64), K.to(f64))
-        H = hessian(terms, w, K.to(f64))
-        # dL/dy at y = 0 for R(d) = exp([d]x) R: the rotation part is vee(A - A^T), A = G R^T.
-        A = grad_R.to(f64) @ R.transpose(-1, -2)
-        v = torch.stack([A[:, 2, 1] - A[:, 1, 2], A[:, 0, 2] - A[:, 2, 0],
-                         A[:, 1, 0] - A[:, 0, 1]], dim=-1)
-        v = torch.cat([v, grad_t.to(f64)], dim=-1)
-
-        usable = ok & H.isfinite().all((-1, -2))
-        usable &= ~is_degenerate(torch.where(usable[:, None, None], H, torch.zeros_like(H)),
-                                 _SINGULAR)
-        scale = torch.diagonal(H, dim1=-2, dim2=-1).abs().mean(-1).clamp_min(1e-300)
-        eye = torch.eye(6, dtype=f64, device=H.device)
-        H = H + _DAMPING * scale[:, None, None] * eye
-        H = torch.where(usable[:, None, None], H, eye)
-        L, info = torch.linalg.cholesky_ex(H)
-        u = torch.cholesky_solve(v.unsqueeze(-1), L).squeeze(-1)
-        good = usable & (info == 0) & u.isfinite().all(-1)
+        X1, x, K, w, R, t, inliers, ok = ctx.saved_tensors
+        objective = Reprojection(X1, x, K, w)
+        lin = objective.linearise(R, t)
+        v = local_gradient(grad_R.to(R.dtype), grad_t.to(R.dtype), R)
+        u, good = _solve(lin.H, v, ok)
         singular = int((ok & ~good).sum())
         if singular:
             BACKWARD_STATS.singular += singular
             warnings.warn(f"BPnP: {singular} instance(s) with a singular system got a zero "
                           f"gradient ({BACKWARD_STATS.singular} so far)", RuntimeWarning,
                           stacklevel=2)
-        u = torch.where(good[:, None], u, torch.zeros_like(u))
-        g2d, g3d, gw = implicit_gradients(terms, w, K.to(f64), R, u)
-        gw = gw * inliers
-        return g2d.to(x2d.dtype), g3d.to(x3d.dtype), gw.to(x2d.dtype), None, None
+        g2d, g3d, gw = objective.implicit_gradients(lin, R, u)
+        dtype_2d, dtype_3d, dtype_w = ctx.dtypes
+        return g2d.to(dtype_2d), g3d.to(dtype_3d), (gw * inliers).to(dtype_w), None, None
+
+
+def _solve(H: Tensor, v: Tensor, ok: Tensor) -> tuple[Tensor, Tensor]:
+    """`(u = H^-1 v (B, 6), good (B,))`; u is zero where H or v is not usable: not `ok`,
+    non-finite, or H with an eigenvalue below _SINGULAR once scaled to a unit diagonal."""
+    s = torch.diagonal(H, dim1=-2, dim2=-1).rsqrt()
+    C = H * (s[:, :, None] * s[:, None, :])  # non-finite unless the diagonal is positive
+    good = ok & C.isfinite().all(-1).all(-1) & v.isfinite().all(-1)
+    eye = _eye6(H.dtype, H.device)
+    C = torch.where(good[:, None, None], C, eye)
+    # Smallest eigenvalue >= _SINGULAR <=> C - _SINGULAR I is positive definite; a Cholesky
+    # test never raises on ill-conditioned input, unlike eigvalsh. C itself then is well
+    # enough conditioned to solve with as it is.
+    L, info = torch.linalg.cholesky_ex(torch.cat([C - _SINGULAR * eye, C]))
+    good &= (info.view(2, -1) == 0).all(0)
+    u = s * torch.cholesky_solve((s * v)[..., None], L[len(v):])[..., 0]
+    return torch.where(good[:, None], u, 0.0), good
+
+
+@cache
+def _eye6(dtype: torch.dtype, device: torch.device) -> Tensor:
+    """The 6x6 identity, made once per dtype and device."""
+    return torch.eye(6, dtype=dtype, device=device)

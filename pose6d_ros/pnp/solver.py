@@ -9,7 +9,7 @@ from torch import Tensor
 from pose6d_ros.core.camera import check_intrinsics
 from pose6d_ros.pnp.init import opencv_init
 from pose6d_ros.pnp.levenberg_marquardt import refine
-from pose6d_ros.pnp.reprojection import gauss_newton_system, point_terms
+from pose6d_ros.pnp.reprojection import Reprojection
 
 
 class PnPStatus(IntEnum):
@@ -77,10 +77,17 @@ def check_correspondences(x2d: Tensor, x3d: Tensor, K: Tensor, weights: Tensor |
     return K
 
 
-def sanitise(x: Tensor, valid: Tensor) -> Tensor:
-    """`x (B, N, C)` with unused points `~valid (B, N)` set to 0 (padding may hold NaN, and
-    0 * NaN would poison sums over points)."""
-    return torch.where(valid.unsqueeze(-1), x, torch.zeros_like(x))
+def channels_first(x2d: Tensor, x3d: Tensor, valid: Tensor) -> tuple[Tensor, Tensor]:
+    """Float64 copies of the points in the layouts of `Reprojection`: `x (2, B, N)` and
+    homogeneous `[1; z] (B, 4, N)`, with the points `~valid (B, N)` at x = 0, z = 0 (padding
+    may hold NaN, and 0 * NaN would poison sums over points)."""
+    B, N = valid.shape
+    x = torch.empty(2, B, N, dtype=torch.float64, device=x2d.device)
+    x.copy_(x2d.permute(2, 0, 1)).masked_fill_(~valid, 0.0)
+    X1 = torch.empty(B, 4, N, dtype=torch.float64, device=x3d.device)
+    X1[:, 0] = 1.0
+    X1[:, 1:].copy_(x3d.mT).masked_fill_(~valid[:, None], 0.0)
+    return x, X1
 
 
 def solve_pnp(x2d: Tensor, x3d: Tensor, K: Tensor, *, weights: Tensor | None = None,
@@ -113,8 +120,7 @@ def solve_pnp(x2d: Tensor, x3d: Tensor, K: Tensor, *, weights: Tensor | None = N
     valid = x2d.isfinite().all(-1) & x3d.isfinite().all(-1) & w.isfinite() & (w > 0)
     if mask is not None:
         valid &= mask.to(torch.bool)
-    w = torch.where(valid, w, torch.zeros_like(w))
-    x2d, x3d = sanitise(x2d, valid), sanitise(x3d, valid)
+    x, X1 = channels_first(x2d, x3d, valid)
     enough = valid.sum(-1) >= options.min_points
 
     if init is None:
@@ -125,15 +131,14 @@ def solve_pnp(x2d: Tensor, x3d: Tensor, K: Tensor, *, weights: Tensor | None = N
     else:
         R, t = init[0].detach().to(f64).expand(B, 3, 3), init[1].detach().to(f64).expand(B, 3)
         inliers, ok = valid & enough[:, None], enough.clone()
-    w = w * inliers
-    R, t, f, iterations = refine(R, t, x2d, x3d, K, w, max_iterations=options.max_iterations,
-                                 step_tolerance=options.step_tolerance)
+    objective = Reprojection(X1, x, K, torch.where(inliers, w, 0.0))
+    R, t, f, JtJ, iterations = refine(R, t, objective, max_iterations=options.max_iterations,
+                                      step_tolerance=options.step_tolerance)
 
     status = torch.full((B,), PnPStatus.OK, dtype=torch.long, device=x2d.device)
-    terms = point_terms(R, t, x2d, x3d, K)
-    depth_ok = ((terms.p[..., 2] > 0) | ~inliers).all(-1)
+    depth_ok = ((objective.depth(R, t) > 0) | ~inliers).all(-1)
     finite = R.isfinite().all((-1, -2)) & t.isfinite().all(-1) & f.isfinite()
-    degenerate = is_degenerate(gauss_newton_system(terms, w)[0], options.degenerate_eigenvalue)
+    degenerate = is_degenerate(JtJ, options.degenerate_eigenvalue)
     status[degenerate] = PnPStatus.DEGENERATE
     status[~depth_ok] = PnPStatus.BEHIND_CAMERA
     status[~finite] = PnPStatus.NUMERICAL
