@@ -14,6 +14,9 @@ class CorrespondenceOptions:
 
     mask_threshold: float = 0.5  # predicted object probability
     error_threshold: float = 0.15  # predicted error, normalised coordinate units
+    # Also keep the instance's best `error_quantile` of mask pixels, so a net whose error
+    # estimates are all high still yields its most trusted pixels (RANSAC judges them).
+    error_quantile: float = 0.5
     max_points: int = 400  # per instance, sampled evenly at random
     min_points: int = 12  # fewer: the instance is reported as failed
 
@@ -50,9 +53,13 @@ def select_correspondences(xyz: Tensor, error: Tensor, mask_logit: Tensor, cente
     `mask_logit (B, 1, H, W)`, with each instance's `center`, `scale (B, 3)` and crop
     `boxes (B, 4)`. Deterministic for a seed."""
     B, _, H, W = xyz.shape
-    keep = (torch.sigmoid(mask_logit[:, 0]) > options.mask_threshold) \
-        & (error[:, 0] < options.error_threshold)  # (B, H, W)
-    keep = keep.reshape(B, -1)
+    inside = (torch.sigmoid(mask_logit[:, 0]) > options.mask_threshold).reshape(B, -1)
+    err = error[:, 0].reshape(B, -1)
+    limit = torch.full((B,), options.error_threshold, dtype=err.dtype, device=err.device)
+    if options.error_quantile > 0:
+        q = torch.nanquantile(torch.where(inside, err, torch.nan), options.error_quantile, dim=1)
+        limit = torch.maximum(limit, torch.nan_to_num(q, nan=-1.0))
+    keep = inside & (err <= limit[:, None])  # (B, H*W)
     n = min(options.max_points, H * W)
     gen = torch.Generator(device=xyz.device).manual_seed(seed)
     # Kept pixels outrank the rest; random keys spread the sample over the object.

@@ -11,6 +11,7 @@ from pose6d_ros.cli import main
 from pose6d_ros.nets.coordnet import load_checkpoint, load_coordnet
 from pose6d_ros.train.coords import CoordTrainConfig, CoordTrainer
 from pose6d_ros.train.logs import read_log
+from test.conftest import REPO
 
 TINY_NET = ["--encoder", "small", "--input-size", "32", "--decoder-width", "8",
             "--batch-size", "4", "--workers", "0", "--device", "cpu", "--quiet"]
@@ -37,16 +38,19 @@ def test_train_with_bpnp_checkpoint_and_resume(synth_dir, tmp_path):
     proj = [p for s, p in zip(log["step"], log["proj"], strict=True) if s > 2]
     assert proj and all(p == p and p >= 0 for p in proj)  # BPnP loss on after warm-up
 
+    # The whole chain: synth -> train with BPnP -> eval of the trained weights.
+    assert main(["eval", "--data", str(synth_dir), "--split", "train", "--weights",
+                 str(run / "coordnet.pt"), "--out", str(tmp_path / "eval"), "--device", "cpu",
+                 "--max-images", "2", "--json"]) == 0
+    assert (tmp_path / "eval" / "figures.json").exists()
+
 
 def test_training_reduces_the_loss_on_a_fixed_batch(synth_dir, tmp_path):
     torch.manual_seed(0)
-    cfg = CoordTrainConfig(data=str(synth_dir), objects=str(synth_dir.parent.parent /
-                                                            "unused"), out=str(tmp_path),
-                           encoder="small", input_size=32, decoder_width=16, batch_size=8,
-                           workers=0, device="cpu", lr=3e-3, proj_warmup_steps=10**9)
-    from test.conftest import REPO
-
-    cfg.objects = str(REPO / "config" / "objects.yaml")
+    cfg = CoordTrainConfig(data=str(synth_dir), objects=str(REPO / "config" / "objects.yaml"),
+                           out=str(tmp_path), encoder="small", input_size=32, decoder_width=16,
+                           batch_size=8, workers=0, device="cpu", lr=3e-3,
+                           proj_warmup_steps=10**9)
     trainer = CoordTrainer(cfg, progress=False)
     batch = next(iter(torch.utils.data.DataLoader(trainer.dataset, batch_size=8)))
     first = None
@@ -60,8 +64,6 @@ def test_training_reduces_the_loss_on_a_fixed_batch(synth_dir, tmp_path):
 
 
 def test_bpnp_loss_sends_gradients_to_the_network(synth_dir, tmp_path):
-    from test.conftest import REPO
-
     cfg = CoordTrainConfig(data=str(synth_dir), objects=str(REPO / "config" / "objects.yaml"),
                            out=str(tmp_path), encoder="small", input_size=32, decoder_width=8,
                            batch_size=4, workers=0, device="cpu", proj_warmup_steps=0,
