@@ -203,7 +203,7 @@ def build_parser() -> argparse.ArgumentParser:
     bs.add_argument("--objects", type=Path, help="objects YAML (default: bundled LM-O)")
     bs.add_argument("--objects-per-image", type=int, default=5)
     bs.add_argument("--workers", type=int, nargs="+", default=[1, 2])
-    bs.add_argument("--scenes", type=int, default=8)
+    bs.add_argument("--scenes", type=int, default=20)
     bs.add_argument("--images-per-scene", type=int, default=10)
     bs.add_argument("--frames", type=int, default=30, help="frames for the renderer alone")
     bs.add_argument("--json", action="store_true", help="print one JSON line")

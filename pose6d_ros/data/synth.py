@@ -197,7 +197,10 @@ _WORKER: dict[str, SceneWriter] = {}
 
 
 def _init_worker(objects_yaml: str, cfg: SynthConfig, seed: int, backgrounds: str | None,
-                 split: str) -> None:
+                 split: str, gl_threads: int) -> None:
+    # Mesa's llvmpipe starts a rasteriser thread per core in every context; with several
+    # workers they would fight over the cores. Read when the context is created.
+    os.environ.setdefault("LP_NUM_THREADS", str(gl_threads))
     _WORKER["writer"] = SceneWriter(load_objects(objects_yaml), cfg, seed, backgrounds, split)
 
 
@@ -253,8 +256,10 @@ def generate(objects_yaml: str | Path, out: str | Path, *, scenes: int, workers:
     else:
         # GL contexts do not survive fork: workers start fresh and build their own.
         ctx = multiprocessing.get_context("spawn")
-        with ctx.Pool(min(workers, len(todo)), initializer=_init_worker,
-                      initargs=(str(objects_yaml), cfg, seed, bg, split)) as pool:
+        n = min(workers, len(todo))
+        gl_threads = max(1, (os.cpu_count() or 1) // n)
+        with ctx.Pool(n, initializer=_init_worker,
+                      initargs=(str(objects_yaml), cfg, seed, bg, split, gl_threads)) as pool:
             _collect(summary, pool.imap_unordered(_work, jobs), bar)
     bar.close()
     summary.seconds = time.perf_counter() - start

@@ -44,7 +44,7 @@ def render_fps(objects_yaml: str | Path, cfg: SynthConfig, *, max_faces: int,
 
 
 def run(objects_yaml: str | Path, *, objects_per_image: int = 5, workers: tuple[int, ...] = (1, 2),
-        scenes: int = 8, images_per_scene: int = 10, frames: int = 30) -> dict[str, Any]:
+        scenes: int = 20, images_per_scene: int = 10, frames: int = 30) -> dict[str, Any]:
     """Measure and return the figures (see module docstring)."""
     cfg = SynthConfig(objects_per_scene=(objects_per_image, objects_per_image),
                       distractors_per_scene=(0, 0), images_per_scene=images_per_scene)
