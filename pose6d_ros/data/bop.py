@@ -132,6 +132,12 @@ def read_image(path: str | Path) -> np.ndarray:
     return np.ascontiguousarray(img[..., ::-1])
 
 
+def write_rgb(path: str | Path, rgb: np.ndarray, quality: int = 95) -> None:
+    """An RGB image `(H, W, 3)` uint8 as JPEG (quality 1-100) or PNG, by the suffix."""
+    if not cv2.imwrite(str(path), rgb[..., ::-1], [cv2.IMWRITE_JPEG_QUALITY, int(quality)]):
+        raise OSError(f"{path}: cannot write")
+
+
 def read_mask(path: str | Path) -> np.ndarray:
     """`(H, W)` bool from a BOP mask PNG."""
     img = cv2.imread(str(path), cv2.IMREAD_GRAYSCALE)

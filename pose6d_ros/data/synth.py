@@ -32,6 +32,7 @@ from pose6d_ros.data.bop import (
     write_depth,
     write_json,
     write_mask,
+    write_rgb,
     write_xyz,
 )
 from pose6d_ros.data.render import Renderer, RenderOutput, simplify_mesh
@@ -127,7 +128,7 @@ class SceneWriter:
             out = self.renderer.render(view.K, instances, view.lighting)
             rgb = self._finish_image(rng, out)
             quality = int(rng.integers(cfg.jpeg_quality[0], cfg.jpeg_quality[1] + 1))
-            _write_jpeg(tmp / "rgb" / f"{im_id:06d}.jpg", rgb, quality)
+            write_rgb(tmp / "rgb" / f"{im_id:06d}.jpg", rgb, quality)
             write_depth(tmp / "depth" / f"{im_id:06d}.png", out.depth, DEPTH_SCALE)
             gts, infos = [], []
             for gt_idx, i in enumerate(labelled):
@@ -165,13 +166,6 @@ class SceneWriter:
         img = appearance.jitter_colors(rng, img, brightness=cfg.color_jitter,
                                        contrast=cfg.color_jitter, saturation=cfg.color_jitter)
         return appearance.add_noise(rng, img, max_std=cfg.noise_std)
-
-
-def _write_jpeg(path: Path, rgb: np.ndarray, quality: int) -> None:
-    import cv2
-
-    if not cv2.imwrite(str(path), rgb[..., ::-1], [cv2.IMWRITE_JPEG_QUALITY, quality]):
-        raise OSError(f"{path}: cannot write")
 
 
 def _xywh(mask: np.ndarray) -> list[int]:
