@@ -153,6 +153,7 @@ class AmodalView:
     box: tuple[int, int, int, int]  # x0, y0, x1, y1 (exclusive), pixels
     xyz: np.ndarray  # (y1-y0, x1-x0, 3) float32 object coordinates, metres
     mask: np.ndarray  # (y1-y0, x1-x0) bool
+    vertex_box: tuple[int, int, int, int] | None  # see Renderer.vertex_box (unclipped)
 
 
 @dataclass
@@ -308,10 +309,6 @@ class Renderer:
         self._meshes[key] = _GpuMesh(shaded, geom, tex, np.asarray(mesh.vertices, np.float64),
                                      (vbo, ibo))
 
-    def has_mesh(self, key: str) -> bool:
-        """Whether `key` was uploaded."""
-        return key in self._meshes
-
     def render(self, K: np.ndarray, instances: list[Instance],
                lighting: Lighting | None = None, *, amodal: bool = True) -> RenderOutput:
         """Render `instances` through intrinsics `K (3, 3)`; see `RenderOutput`."""
@@ -348,25 +345,26 @@ class Renderer:
         views: list[AmodalView | None] = [None] * len(instances)
         batch: list[tuple[int, tuple[int, int, int, int], int, int]] = []
         x = y = shelf = 0
-        for i, inst in enumerate(instances):
-            box = self._box(K, inst)
+        vboxes = [self.vertex_box(K, inst) for inst in instances]
+        for i, vbox in enumerate(vboxes):
+            box = self._clipped(vbox)
             w, h = box[2] - box[0], box[3] - box[1]
             if w <= 0 or h <= 0:  # entirely outside the image
                 views[i] = AmodalView((0, 0, 0, 0), np.zeros((0, 0, 3), np.float32),
-                                      np.zeros((0, 0), bool))
+                                      np.zeros((0, 0), bool), vbox)
                 continue
             if x + w > AW:
                 x, y, shelf = 0, y + shelf, 0
             if y + h > AH:
-                self._flush_atlas(K, instances, batch, views)
+                self._flush_atlas(K, instances, vboxes, batch, views)
                 batch, x, y, shelf = [], 0, 0, 0
             batch.append((i, box, x, y))
             x, shelf = x + w, max(shelf, h)
-        self._flush_atlas(K, instances, batch, views)
+        self._flush_atlas(K, instances, vboxes, batch, views)
         return views  # type: ignore[return-value]
 
-    def _flush_atlas(self, K: np.ndarray, instances: list[Instance], batch: list,
-                     views: list) -> None:
+    def _flush_atlas(self, K: np.ndarray, instances: list[Instance], vboxes: list,
+                     batch: list, views: list) -> None:
         if not batch:
             return
         AW, AH = self._atlas_size
@@ -390,7 +388,7 @@ class Renderer:
         for i, (x0, y0, x1, y1), ax, ay in batch:
             tile = data[ay:ay + y1 - y0, ax:ax + x1 - x0]
             views[i] = AmodalView((x0, y0, x1, y1), np.ascontiguousarray(tile[..., :3]),
-                                  tile[..., 3] > 0)
+                                  tile[..., 3] > 0, vboxes[i])
 
     def vertex_box(self, K: np.ndarray, inst: Instance) -> tuple[int, int, int, int] | None:
         """Pixel box (x0, y0, x1, y1), end exclusive, unclipped, of the pixels whose centres
@@ -405,9 +403,8 @@ class Renderer:
         x1, y1 = np.floor(uv.max(0) + 0.5).astype(int) + 1
         return int(x0), int(y0), int(x1), int(y1)
 
-    def _box(self, K: np.ndarray, inst: Instance) -> tuple[int, int, int, int]:
-        """`vertex_box` grown by a pixel against rounding, clipped to the image."""
-        box = self.vertex_box(K, inst)
+    def _clipped(self, box: tuple[int, int, int, int] | None) -> tuple[int, int, int, int]:
+        """A `vertex_box` grown by a pixel against rounding, clipped to the image."""
         if box is None:
             return 0, 0, self.width, self.height
         x0, y0, x1, y1 = box

@@ -8,6 +8,7 @@ orientations. All sampling takes a `numpy.random.Generator`, so a seed fixes the
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
 from typing import Any
@@ -16,7 +17,8 @@ import numpy as np
 import trimesh
 import yaml
 
-from pose6d_ros.data.render import Instance, Lighting, Material
+from pose6d_ros.core.objects import ObjectModel
+from pose6d_ros.data.render import Instance, Lighting, Material, Renderer, simplify_mesh
 
 # LM-O's Kinect intrinsics, the default camera.
 LMO_K = ((572.4114, 0.0, 325.2611), (0.0, 573.57043, 242.04899), (0.0, 0.0, 1.0))
@@ -155,6 +157,18 @@ class View:
         return out
 
 
+def object_key(label: int) -> str:
+    """Renderer mesh key of the object with class index `label`."""
+    return f"obj_{label}"
+
+
+def add_object_meshes(renderer: Renderer, objects: Sequence[ObjectModel],
+                      max_faces: int) -> None:
+    """Upload every object's mesh, decimated to `max_faces`, under `object_key`."""
+    for i, obj in enumerate(objects):
+        renderer.add_mesh(object_key(i), simplify_mesh(obj.mesh, max_faces))
+
+
 def distractor_meshes(rng: np.random.Generator, count: int = 12) -> dict[str, trimesh.Trimesh]:
     """Primitive shapes (boxes, cylinders, spheres, capsules, cones) 3-15 cm, grey."""
     out = {}
@@ -204,7 +218,7 @@ def sample_layout(rng: np.random.Generator, cfg: SynthConfig, bounds: list[np.nd
     n_dis = int(rng.integers(cfg.distractors_per_scene[0], cfg.distractors_per_scene[1] + 1))
     keys = sorted(distractor_bounds)
     chosen = rng.choice(len(keys), size=n_dis, replace=True) if keys and n_dis else []
-    items = [(f"obj_{int(i)}", int(i), bounds[int(i)]) for i in labels]
+    items = [(object_key(int(i)), int(i), bounds[int(i)]) for i in labels]
     items += [(keys[int(k)], -1, distractor_bounds[keys[int(k)]]) for k in chosen]
 
     placed: list[Placement] = []

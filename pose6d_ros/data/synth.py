@@ -35,9 +35,10 @@ from pose6d_ros.data.bop import (
     write_rgb,
     write_xyz,
 )
-from pose6d_ros.data.render import Renderer, RenderOutput, simplify_mesh
+from pose6d_ros.data.render import Renderer, RenderOutput
 from pose6d_ros.data.scenes import (
     SynthConfig,
+    add_object_meshes,
     distractor_meshes,
     sample_layout,
     sample_view,
@@ -99,8 +100,7 @@ class SceneWriter:
         self.objects, self.cfg, self.seed = objects, cfg, seed
         self.split_key = zlib.crc32(split.encode())
         self.renderer = Renderer(cfg.width, cfg.height)
-        for i, obj in enumerate(objects):
-            self.renderer.add_mesh(f"obj_{i}", simplify_mesh(obj.mesh, cfg.max_faces))
+        add_object_meshes(self.renderer, objects, cfg.max_faces)
         # Distractor shapes are fixed by the seed, shared by all scenes.
         distractors = distractor_meshes(np.random.default_rng([seed, 2**31 - 1]))
         for key, mesh in distractors.items():
@@ -140,7 +140,7 @@ class SceneWriter:
                 write_xyz(tmp / "xyz" / f"{name}.npz", out.amodal[i].box, out.amodal[i].xyz)
                 obj = self.objects[layout[i].label]
                 gts.append(gt_entry(GroundTruth(obj.id, inst.R, inst.t)))
-                infos.append(_gt_info(full, visib, self.renderer.vertex_box(view.K, inst)))
+                infos.append(_gt_info(full, visib, out.amodal[i].vertex_box))
                 stats.instances += 1
                 stats.visib_sum += infos[-1]["visib_fract"]
                 stats.visible += infos[-1]["visib_fract"] >= 0.1

@@ -15,8 +15,8 @@ from typing import Any
 import numpy as np
 
 from pose6d_ros.core.objects import load_objects
-from pose6d_ros.data.render import Renderer, simplify_mesh
-from pose6d_ros.data.scenes import SynthConfig, sample_layout, sample_view
+from pose6d_ros.data.render import Renderer
+from pose6d_ros.data.scenes import SynthConfig, add_object_meshes, sample_layout, sample_view
 from pose6d_ros.data.synth import generate
 
 
@@ -25,8 +25,7 @@ def render_fps(objects_yaml: str | Path, cfg: SynthConfig, *, max_faces: int,
     """Frames per second of `Renderer.render` (every output) on random scenes."""
     objects = load_objects(objects_yaml)
     renderer = Renderer(cfg.width, cfg.height)
-    for i, obj in enumerate(objects):
-        renderer.add_mesh(f"obj_{i}", simplify_mesh(obj.mesh, max_faces))
+    add_object_meshes(renderer, objects, max_faces)
     rng = np.random.default_rng(seed)
     bounds = [o.bounds for o in objects]
     scenes = []

@@ -45,6 +45,28 @@ def crop_pixels_to_image(uv: Tensor, boxes: Tensor, size: tuple[int, int]) -> Te
     return torch.stack([u, v], -1)
 
 
+def random_pixels(keep: Tensor, count: int, generator: torch.Generator
+                  ) -> tuple[Tensor, Tensor]:
+    """Up to `count` random pixels per instance among `keep (B, P)` (bool over flattened
+    pixels): indices `(B, n)` and whether each is a kept pixel `(B, n)`, n = min(count, P).
+
+    Kept pixels outrank the rest; random keys spread the sample over the object."""
+    key = keep.float() * 2 + torch.rand(keep.shape, generator=generator, device=keep.device)
+    idx = key.topk(min(count, keep.shape[1]), dim=1).indices
+    return idx, keep.gather(1, idx)
+
+
+def gather_coordinates(xyz: Tensor, idx: Tensor, center: Tensor, scale: Tensor,
+                       dtype: torch.dtype | None = None) -> Tensor:
+    """Object points `(B, n, 3)` in metres at flattened pixels `idx (B, n)` of normalised
+    coordinate maps `xyz (B, 3, H, W)`; `center`, `scale (B, 3)`; in `dtype` (default
+    xyz's)."""
+    B, n = idx.shape
+    dtype = dtype or xyz.dtype
+    pts = xyz.reshape(B, 3, -1).gather(2, idx[:, None, :].expand(B, 3, n)).transpose(1, 2)
+    return pts.to(dtype) * scale[:, None, :].to(dtype) + center[:, None, :].to(dtype)
+
+
 def select_correspondences(xyz: Tensor, error: Tensor, mask_logit: Tensor, center: Tensor,
                            scale: Tensor, boxes: Tensor,
                            options: CorrespondenceOptions = DEFAULT_CORRESPONDENCES, *,
@@ -60,17 +82,11 @@ def select_correspondences(xyz: Tensor, error: Tensor, mask_logit: Tensor, cente
         q = torch.nanquantile(torch.where(inside, err, torch.nan), options.error_quantile, dim=1)
         limit = torch.maximum(limit, torch.nan_to_num(q, nan=-1.0))
     keep = inside & (err <= limit[:, None])  # (B, H*W)
-    n = min(options.max_points, H * W)
     gen = torch.Generator(device=xyz.device).manual_seed(seed)
-    # Kept pixels outrank the rest; random keys spread the sample over the object.
-    key = keep.to(xyz.dtype) * 2 + torch.rand(keep.shape, generator=gen, device=xyz.device,
-                                              dtype=xyz.dtype)
-    idx = key.topk(n, dim=1).indices  # (B, n)
-    mask = keep.gather(1, idx)
+    idx, mask = random_pixels(keep, options.max_points, gen)
     count = keep.sum(1)
     mask &= (count >= options.min_points)[:, None]
     uv = torch.stack([idx % W, idx // W], -1).to(xyz.dtype)
     x2d = crop_pixels_to_image(uv, boxes.to(xyz.dtype), (H, W))
-    pts = xyz.reshape(B, 3, -1).gather(2, idx[:, None, :].expand(B, 3, n)).transpose(1, 2)
-    x3d = pts * scale[:, None, :].to(xyz.dtype) + center[:, None, :].to(xyz.dtype)
+    x3d = gather_coordinates(xyz, idx, center, scale)
     return Correspondences(x2d=x2d, x3d=x3d, mask=mask, count=count)

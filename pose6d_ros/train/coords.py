@@ -32,6 +32,7 @@ from pose6d_ros.nets.coordnet import (
     load_encoder_weights,
     save_checkpoint,
 )
+from pose6d_ros.nets.correspondences import gather_coordinates, random_pixels
 from pose6d_ros.nets.losses import error_map_loss, mask_loss, projection_loss, transformer_loss
 from pose6d_ros.pnp.bpnp import bpnp
 from pose6d_ros.train.logs import CsvLog, plot_curves
@@ -91,16 +92,6 @@ def _mesh_points(objects: ObjectRegistry, count: int, seed: int) -> Tensor:
         v = np.asarray(obj.mesh.vertices)
         out.append(v[rng.choice(len(v), size=count, replace=len(v) < count)])
     return torch.from_numpy(np.stack(out))
-
-
-def _sample_pixels(mask: Tensor, count: int, gen: torch.Generator) -> tuple[Tensor, Tensor]:
-    """Up to `count` random pixels per instance inside `mask (B, H, W)`:
-    indices `(B, count)` into H*W and their validity `(B, count)`."""
-    B = mask.shape[0]
-    flat = mask.reshape(B, -1)
-    key = flat.float() * 2 + torch.rand(flat.shape, generator=gen, device=flat.device)
-    idx = key.topk(min(count, flat.shape[1]), dim=1).indices
-    return idx, flat.gather(1, idx)
 
 
 class CoordTrainer:
@@ -208,11 +199,9 @@ class CoordTrainer:
         """Projection loss through BPnP; the ground truth is the pose of the symmetry member
         the transformer loss chose, T_gt S (the frame the prediction is in)."""
         S = xyz.shape[-1]
-        idx, valid = _sample_pixels(b["mask_visib"] > 0, self.cfg.proj_pixels, self.gen)
-        B = xyz.shape[0]
-        x3d = xyz.reshape(B, 3, -1).gather(2, idx[:, None].expand(B, 3, idx.shape[1]))
-        x3d = x3d.transpose(1, 2).double() * b["scale"][:, None].double() \
-            + b["center"][:, None].double()
+        visible = (b["mask_visib"] > 0).flatten(1)
+        idx, valid = random_pixels(visible, self.cfg.proj_pixels, self.gen)
+        x3d = gather_coordinates(xyz, idx, b["center"], b["scale"], torch.float64)
         x2d = torch.stack([idx % S, idx // S], -1).double()
         K = b["K"].double()
         res = bpnp(x2d, x3d, K, mask=valid)
