@@ -66,3 +66,29 @@ def random_rotations(n: int, *, generator: torch.Generator | None = None,
     """`n` rotation matrices `(n, 3, 3)` drawn uniformly from SO(3)."""
     q = torch.randn(n, 4, generator=generator, dtype=torch.float64)
     return quaternion_to_matrix(q).to(dtype)
+
+
+def rotation_grid(n: int, *, seed: int = 0) -> Tensor:
+    """`n` well-spread rotations `(n, 3, 3)` float64, the same for a seed: farthest-point
+    selection from 32 n uniform draws (quaternion distance |<q_a, q_b>|)."""
+    g = torch.Generator().manual_seed(seed)
+    q = torch.randn(32 * n, 4, generator=g, dtype=torch.float64)
+    q = q / q.norm(dim=-1, keepdim=True)
+    chosen = [0]
+    # Closeness 1 - |<q_a, q_b>| to the chosen set, kept as a running minimum.
+    dist = 1 - (q @ q[0]).abs()
+    for _ in range(n - 1):
+        k = int(dist.argmax())
+        chosen.append(k)
+        dist = torch.minimum(dist, 1 - (q @ q[k]).abs())
+    return quaternion_to_matrix(q[chosen])
+
+
+def ray_rotation(t: Tensor) -> Tensor:
+    """Rotations `(*, 3, 3)` taking the camera's z axis onto the rays through `t (*, 3)`:
+    `R_ray^T R` is a pose's allocentric rotation, what a centred crop shows."""
+    z = t / t.norm(dim=-1, keepdim=True)
+    axis = torch.cross(torch.zeros_like(z).index_fill_(-1, torch.tensor(2), 1.0), z, dim=-1)
+    s = axis.norm(dim=-1, keepdim=True)
+    angle = torch.atan2(s, z[..., 2:3])
+    return axis_angle_to_matrix(axis / s.clamp_min(1e-12) * angle)

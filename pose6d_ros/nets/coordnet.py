@@ -29,6 +29,9 @@ class CoordNetConfig:
     encoder: str = "resnet18"
     input_size: int = 128
     decoder_width: int = 64
+    # Auxiliary head classifying the crop's (allocentric) rotation into this many bins of
+    # a fixed grid (0: none); a training signal for orientation features (seed 004).
+    rotation_bins: int = 0
 
     def to_dict(self) -> dict[str, Any]:
         """Plain values, safe for `torch.load(weights_only=True)`."""
@@ -42,6 +45,7 @@ class CoordNetOutput:
     xyz: Tensor  # (B, 3, H, W) normalised object coordinates, tanh
     error: Tensor  # (B, 1, H, W) predicted |error| of xyz, sigmoid
     mask_logit: Tensor  # (B, 1, H, W) visible-object logit
+    rotation_logits: Tensor | None = None  # (B, rotation_bins) when the head exists
 
 
 def _conv(cin: int, cout: int, stride: int = 1) -> nn.Sequential:
@@ -110,6 +114,8 @@ class CoordNet(nn.Module):
             cin = d
         self.full = nn.Sequential(_conv(d + 3, d), _conv(d, d))  # stride 1, sees the image
         self.heads = nn.Conv2d(d, 5 * config.num_objects, 1)
+        self.rotation_head = (nn.Linear(ch[-1], config.rotation_bins * config.num_objects)
+                              if config.rotation_bins > 0 else None)
         self.register_buffer("mean", torch.tensor([0.485, 0.456, 0.406]).view(1, 3, 1, 1))
         self.register_buffer("std", torch.tensor([0.229, 0.224, 0.225]).view(1, 3, 1, 1))
 
@@ -125,9 +131,14 @@ class CoordNet(nn.Module):
         y = self.full(torch.cat([y, x], 1))
         B, _, H, W = y.shape
         out = self.heads(y).view(B, self.config.num_objects, 5, H, W)
-        out = out[torch.arange(B, device=y.device), labels]  # (B, 5, H, W): each crop's head
+        b = torch.arange(B, device=y.device)
+        out = out[b, labels]  # (B, 5, H, W): each crop's head
+        rot = None
+        if self.rotation_head is not None:
+            rot = self.rotation_head(feats[-1].mean((-1, -2))).view(B, self.config.num_objects,
+                                                                    -1)[b, labels]
         return CoordNetOutput(xyz=torch.tanh(out[:, :3]), error=torch.sigmoid(out[:, 3:4]),
-                              mask_logit=out[:, 4:5])
+                              mask_logit=out[:, 4:5], rotation_logits=rot)
 
 
 def save_checkpoint(path: str | Path, model: nn.Module, **extra: Any) -> None:
@@ -152,6 +163,8 @@ def load_checkpoint(path: str | Path, map_location: str | torch.device = "cpu"
         raise WeightsError(f"{path}: cannot load weights: {exc}") from exc
     if not isinstance(ckpt, dict) or "config" not in ckpt or "model" not in ckpt:
         raise WeightsError(f"{path}: not a CoordNet checkpoint (no 'config'/'model')")
+    if ckpt.get("kind", "coordnet") != "coordnet":  # e.g. detector weights given by mistake
+        raise WeightsError(f"{path}: not a CoordNet checkpoint (a {ckpt['kind']} checkpoint)")
     return ckpt
 
 

@@ -90,3 +90,21 @@ def projection_loss(R: Tensor, t: Tensor, R_gt: Tensor, t_gt: Tensor, points: Te
     d = (project(R, t) - project(R_gt, t_gt)) / image_size
     dist = torch.sqrt((d**2).sum(-1) + 1e-6) - 1e-3
     return dist.mean(-1).clamp_max(clip)
+
+
+def rotation_class_loss(logits: Tensor, R: Tensor, grid: Tensor, pool_R: Tensor,
+                        pool_valid: Tensor, *, sigma: float = 0.35) -> Tensor:
+    """Per-instance cross-entropy `(B,)` of rotation-bin `logits (B, K)` against soft labels.
+
+    The label of bin k is exp(-a^2 / 2 sigma^2) (normalised), a = the geodesic angle
+    (radians) between `grid (K, 3, 3)`[k] and the nearest symmetry-equivalent of `R
+    (B, 3, 3)`, i.e. R S for the rotations S of `pool_R (B, P, 3, 3)` where `pool_valid
+    (B, P)`; symmetric poses share their labels (MRC-Net's soft labels).
+    """
+    Rs = R.unsqueeze(1) @ pool_R  # (B, P, 3, 3)
+    cos = (torch.einsum("kij,bpij->bpk", grid.to(R.dtype), Rs) - 1) / 2
+    angle = torch.acos(cos.clamp(-1.0, 1.0))
+    angle = torch.where(pool_valid[..., None], angle, torch.full_like(angle, torch.inf))
+    angle = angle.min(1).values  # (B, K)
+    target = torch.softmax(-(angle**2) / (2 * sigma**2), -1)
+    return -(target * torch.log_softmax(logits.to(target.dtype), -1)).sum(-1)

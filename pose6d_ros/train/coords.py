@@ -9,8 +9,6 @@ weights), `log.csv`, `losses.png`, `config.yaml`.
 
 from __future__ import annotations
 
-import math
-import os
 import time
 from dataclasses import asdict, dataclass, fields
 from pathlib import Path
@@ -23,6 +21,7 @@ from torch import Tensor
 from torch.utils.data import DataLoader, DistributedSampler, RandomSampler
 
 from pose6d_ros.core.objects import ObjectRegistry, load_objects
+from pose6d_ros.core.rotations import ray_rotation, rotation_grid
 from pose6d_ros.core.symmetry import SymmetryPools
 from pose6d_ros.data.datasets import CropDataset
 from pose6d_ros.nets.coordnet import (
@@ -33,11 +32,18 @@ from pose6d_ros.nets.coordnet import (
     save_checkpoint,
 )
 from pose6d_ros.nets.correspondences import gather_coordinates, random_pixels
-from pose6d_ros.nets.losses import error_map_loss, mask_loss, projection_loss, transformer_loss
+from pose6d_ros.nets.losses import (
+    error_map_loss,
+    mask_loss,
+    projection_loss,
+    rotation_class_loss,
+    transformer_loss,
+)
 from pose6d_ros.pnp.bpnp import bpnp
+from pose6d_ros.train.common import init_process, save_atomic, warmup_cosine
 from pose6d_ros.train.logs import CsvLog, plot_curves
 
-LOG_FIELDS = ["step", "epoch", "lr", "loss", "xyz", "error", "mask", "proj", "proj_ok",
+LOG_FIELDS = ["step", "epoch", "lr", "loss", "xyz", "error", "mask", "rot", "proj", "proj_ok",
               "seconds"]
 
 
@@ -57,9 +63,11 @@ class CoordTrainConfig:
     input_size: int = 128
     encoder: str = "resnet18"
     decoder_width: int = 64
+    rotation_bins: int = 128  # auxiliary rotation classification (0: off)
     beta: float = 3.0  # weight of object pixels in the transformer loss
     lambda_error: float = 1.0
     lambda_mask: float = 0.5
+    lambda_rot: float = 1.0  # weight of the rotation-classification loss
     lambda_proj: float = 1.0  # 0 switches the BPnP projection loss off
     proj_warmup_steps: int = 1000  # projection loss from this step on
     proj_pixels: int = 128  # correspondences per instance for BPnP
@@ -78,12 +86,6 @@ class CoordTrainConfig:
         return {f.name for f in fields(cls)}
 
 
-def _device(name: str, local_rank: int) -> torch.device:
-    if name == "auto":
-        name = f"cuda:{local_rank}" if torch.cuda.is_available() else "cpu"
-    return torch.device(name)
-
-
 def _mesh_points(objects: ObjectRegistry, count: int, seed: int) -> Tensor:
     """`(O, count, 3)` mesh vertices per object (metres), drawn with a fixed seed."""
     rng = np.random.default_rng(seed)
@@ -100,15 +102,8 @@ class CoordTrainer:
     def __init__(self, cfg: CoordTrainConfig, *, resume: bool = False,
                  progress: bool = True) -> None:
         self.cfg, self.progress = cfg, progress
-        self.world = int(os.environ.get("WORLD_SIZE", "1"))
-        self.rank = int(os.environ.get("RANK", "0"))
-        local_rank = int(os.environ.get("LOCAL_RANK", "0"))
-        self.device = _device(cfg.device, local_rank)
-        if self.world > 1 and not torch.distributed.is_initialized():
-            backend = "nccl" if self.device.type == "cuda" else "gloo"
-            torch.distributed.init_process_group(backend)
-        if self.device.type == "cuda":
-            torch.cuda.set_device(self.device)
+        proc = init_process(cfg.device)
+        self.world, self.rank, self.device = proc.world, proc.rank, proc.device
         torch.manual_seed(cfg.seed + self.rank)
         self.out = Path(cfg.out)
         self.out.mkdir(parents=True, exist_ok=True)
@@ -120,7 +115,8 @@ class CoordTrainer:
                              f"batch ({cfg.batch_size} x {self.world} processes)")
         net = CoordNet(CoordNetConfig(num_objects=len(self.objects), encoder=cfg.encoder,
                                       input_size=cfg.input_size,
-                                      decoder_width=cfg.decoder_width))
+                                      decoder_width=cfg.decoder_width,
+                                      rotation_bins=cfg.rotation_bins))
         if cfg.init_encoder:
             load_encoder_weights(net, cfg.init_encoder)
         self.net = net.to(self.device)
@@ -138,6 +134,7 @@ class CoordTrainer:
         center, scale = self.objects.coordinate_normalisation()
         self.center = torch.from_numpy(center).float().to(self.device)
         self.scale = torch.from_numpy(scale).float().to(self.device)
+        self.grid = rotation_grid(max(cfg.rotation_bins, 1)).float().to(self.device)
         self.points = _mesh_points(self.objects, cfg.proj_points, cfg.seed).to(self.device)
         self.gen = torch.Generator(device=self.device).manual_seed(cfg.seed + 7919 * self.rank)
         self.step = self.epoch = 0
@@ -149,11 +146,7 @@ class CoordTrainer:
 
     def _lr_factor(self, step: int) -> float:
         """Linear warm-up over 2 % of the run, then cosine decay to 5 %."""
-        warm = max(1, self.total_steps // 50)
-        if step < warm:
-            return (step + 1) / warm
-        p = min(1.0, (step - warm) / max(1, self.total_steps - warm))
-        return 0.05 + 0.95 * 0.5 * (1 + math.cos(math.pi * p))
+        return warmup_cosine(step, self.total_steps)
 
     def _load(self, path: Path) -> None:
         ckpt = load_checkpoint(path, self.device)
@@ -165,10 +158,9 @@ class CoordTrainer:
     def _save(self, name: str) -> None:
         if self.rank != 0:
             return
-        tmp = self.out / f".{name}.tmp"
-        save_checkpoint(tmp, self.net, optimizer=self.opt.state_dict(),
-                        scheduler=self.sched.state_dict(), step=self.step, epoch=self.epoch)
-        os.replace(tmp, self.out / name)
+        save_atomic(self.out / name, lambda tmp: save_checkpoint(
+            tmp, self.net, optimizer=self.opt.state_dict(), scheduler=self.sched.state_dict(),
+            step=self.step, epoch=self.epoch))
 
     def losses(self, batch: dict[str, Tensor]) -> dict[str, Tensor]:
         """Every loss term of one batch (scalars) plus the weighted total under "loss"."""
@@ -187,6 +179,12 @@ class CoordTrainer:
                  "error": error_map_loss(err, xyz, sym.target, full, beta=cfg.beta).mean(),
                  "mask": mask_loss(logit, b["mask_visib"]).mean()}
         total = terms["xyz"] + cfg.lambda_error * terms["error"] + cfg.lambda_mask * terms["mask"]
+        if out.rotation_logits is not None:
+            R_allo = ray_rotation(b["t"]).transpose(-1, -2) @ b["R"]
+            terms["rot"] = rotation_class_loss(out.rotation_logits.float(), R_allo, self.grid,
+                                               self.pools.R[labels].float(),
+                                               self.pools.valid[labels]).mean()
+            total = total + cfg.lambda_rot * terms["rot"]
         if cfg.lambda_proj > 0 and self.step >= cfg.proj_warmup_steps:
             proj, ok = self._projection(xyz, b, labels, sym.best)
             terms["proj"], terms["proj_ok"] = proj, ok
@@ -269,7 +267,7 @@ class CoordTrainer:
     def _plot(self) -> None:
         if self.rank == 0:
             plot_curves(self.out / "log.csv", self.out / "losses.png",
-                        curves=["loss", "xyz", "error", "mask", "proj", "lr"],
+                        curves=["loss", "xyz", "error", "mask", "rot", "proj", "lr"],
                         title=f"CoordNet ({self.cfg.encoder}) {self.out.name}")
 
 

@@ -8,6 +8,7 @@ from pose6d_ros.core.rotations import (
     matrix_to_quaternion,
     quaternion_to_matrix,
     random_rotations,
+    rotation_angle,
     skew,
 )
 
@@ -53,3 +54,22 @@ class TestQuaternion:
         assert (q[:, 3] >= 0).all()
         assert torch.allclose(quaternion_to_matrix(q), R, atol=1e-14)
         assert torch.allclose(quaternion_to_matrix(-3 * q), R, atol=1e-14)
+
+
+def test_rotation_grid_is_spread_and_deterministic():
+    from pose6d_ros.core.rotations import rotation_grid
+
+    G = rotation_grid(32)
+    torch.testing.assert_close(G, rotation_grid(32))
+    torch.testing.assert_close(G @ G.transpose(1, 2), torch.eye(3, dtype=G.dtype).expand(32, 3, 3))
+    gaps = rotation_angle(G[:, None], G[None]).fill_diagonal_(math.pi).min(1).values
+    assert gaps.min() > math.radians(45)  # 32 random rotations would have much closer pairs
+
+
+def test_ray_rotation_points_z_along_the_ray():
+    from pose6d_ros.core.rotations import ray_rotation
+
+    t = torch.tensor([[0.1, -0.2, 0.6], [0.0, 0.0, 2.0]], dtype=torch.float64)
+    R = ray_rotation(t)
+    torch.testing.assert_close(R[..., 2], t / t.norm(dim=-1, keepdim=True))
+    torch.testing.assert_close(R[1], torch.eye(3, dtype=t.dtype))

@@ -58,3 +58,16 @@ def test_checkpoint_round_trip_and_bad_files(tmp_path, objects):
     wrong = CoordNet(CoordNetConfig(num_objects=2, encoder="small"))
     with pytest.raises(ValueError, match="2 objects"):
         CoordPoseEstimator(wrong, objects)
+
+
+def test_rotation_head_reads_each_crops_object():
+    torch.manual_seed(0)
+    net = CoordNet(CoordNetConfig(num_objects=3, encoder="small", input_size=32,
+                                  decoder_width=8, rotation_bins=16)).eval()
+    x = torch.rand(2, 3, 32, 32)
+    out = net(x, torch.tensor([0, 2]))
+    assert out.rotation_logits.shape == (2, 16)
+    torch.testing.assert_close(net(x[1:], torch.tensor([2])).rotation_logits[0],
+                               out.rotation_logits[1], atol=1e-5, rtol=0)
+    assert CoordNet(CoordNetConfig(3, "small", 32, 8))(x, torch.tensor([0, 1])) \
+        .rotation_logits is None
