@@ -53,3 +53,19 @@ def synth_dir(tmp_path_factory, tiny_config):
                "--quiet"])
     assert rc == 0
     return out
+
+
+@pytest.fixture(scope="session")
+def tiny_weights(tmp_path_factory, objects):
+    """Untrained detector and CoordNet weight files for the bundled objects (fast shapes)."""
+    from pose6d_ros.nets.coordnet import CoordNet, CoordNetConfig, save_checkpoint
+    from pose6d_ros.nets.detector import DetectorConfig, build_detector, save_detector
+
+    torch.manual_seed(0)
+    out = tmp_path_factory.mktemp("weights")
+    cfg = DetectorConfig(num_classes=len(objects), min_size=160, max_size=224)
+    save_detector(out / "detector.pt", build_detector(cfg), cfg)
+    net = CoordNet(CoordNetConfig(len(objects), encoder="small", input_size=32,
+                                  decoder_width=8))
+    save_checkpoint(out / "coordnet.pt", net)
+    return out / "detector.pt", out / "coordnet.pt"

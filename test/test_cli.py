@@ -13,8 +13,8 @@ def test_bench_pnp_json(capsys):
     assert r["grad_rel_err"] < 1e-4 and r["baseline_agreement"] < 1e-6
 
 
-def test_demo_table(capsys):
-    assert main(["demo", "--points", "200"]) == 0
+def test_demo_pnp_table(capsys):
+    assert main(["demo", "--pnp", "--points", "200"]) == 0
     out = capsys.readouterr().out
     assert "eggbox" in out and "relative error" in out
     assert out.count(" OK ") == 8

@@ -23,3 +23,13 @@ def share_dir() -> Path:
 def default_objects_yaml() -> Path:
     """The bundled objects YAML (the 8 LM-O demo objects)."""
     return share_dir() / "config" / "objects.yaml"
+
+
+def default_weights(kind: str) -> Path:
+    """The shipped weights of `kind` ("detector" or "coordnet") for the bundled objects."""
+    return share_dir() / "models" / f"{kind}.pt"
+
+
+def sample_scene() -> Path:
+    """The bundled BOP scene of five real LM-O photographs with ground truth."""
+    return share_dir() / "models" / "lmo" / "samples"

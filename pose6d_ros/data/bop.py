@@ -85,6 +85,23 @@ def load_scene_camera(path: str | Path) -> dict[int, np.ndarray]:
             for im_id, e in _read_json(path).items()}
 
 
+def load_camera(path: str | Path) -> np.ndarray:
+    """Intrinsics `K (3, 3)` of a camera JSON: BOP's camera.json (fx, fy, cx, cy), or an
+    object with `cam_K` (9 numbers, row-major) or `K` (3x3)."""
+    path = Path(path)
+    data = _read_json(path)
+    if not isinstance(data, dict):
+        raise BopFormatError(f"{path}: expected a JSON object with fx/fy/cx/cy, cam_K or K")
+    if "cam_K" in data or "K" in data:
+        key = "cam_K" if "cam_K" in data else "K"
+        return _matrix(path, key, data[key], (3, 3))
+    missing = [k for k in ("fx", "fy", "cx", "cy") if k not in data]
+    if missing:
+        raise BopFormatError(f"{path}: missing {', '.join(missing)} (or cam_K / K)")
+    v = _matrix(path, "fx/fy/cx/cy", [data[k] for k in ("fx", "fy", "cx", "cy")], (4,))
+    return np.array([[v[0], 0.0, v[2]], [0.0, v[1], v[3]], [0.0, 0.0, 1.0]])
+
+
 def load_scene_gt_info(path: str | Path) -> dict[int, list[dict[str, Any]]]:
     """`scene_gt_info.json`: image id -> per-instance boxes (x, y, w, h) and visibility."""
     return {int(k): v for k, v in _read_json(Path(path)).items()}

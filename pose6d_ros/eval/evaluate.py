@@ -1,8 +1,9 @@
-"""`pose6d eval`: pose accuracy of CoordNet weights on a BOP-format dataset.
+"""`pose6d eval`: pose accuracy of the estimator on a BOP-format dataset.
 
-For every annotated instance at least 10 % visible (BOP's targets), the crop from its box
-(ground-truth boxes; detector boxes come with the detector) goes through CoordNet,
-correspondence selection and PnP. Reported: ADD(-S) recall at 0.1 d per object, BOP's
+Targets are the annotated instances at least 10 % visible (BOP's). With ground-truth boxes
+each target's crop goes through CoordNet, correspondence selection and PnP; with the
+detector, the whole image does, and each target takes the estimate of its object whose box
+overlaps it most. Reported: ADD(-S) recall at 0.1 d per object, BOP's
 AR_MSSD and AR_MSPD, rotation/translation errors; written: a BOP19 results CSV, a JSON
 of the figures and a PNG of ADD(-S) recall curves.
 """
@@ -18,6 +19,7 @@ from typing import Any
 import numpy as np
 import torch
 
+from pose6d_ros.core.draw import draw_poses
 from pose6d_ros.core.objects import ObjectRegistry
 from pose6d_ros.core.symmetry import SymmetryPools
 from pose6d_ros.data.bop import (
@@ -27,11 +29,13 @@ from pose6d_ros.data.bop import (
     load_scene_gt_info,
     read_image,
     write_results_csv,
+    write_rgb,
 )
 from pose6d_ros.eval import metrics
-from pose6d_ros.nets.coord_poses import CoordPoseEstimator
+from pose6d_ros.pipeline import Boxes, Estimator, ObjectPose
 
 MIN_VISIB_FRACT = 0.1  # BOP19 evaluates instances at least this visible
+MATCH_IOU = 0.5  # a detector box matches a target from this overlap on
 RECALL_THRESHOLDS = np.linspace(0.0, 0.5, 51)  # ADD(-S) thresholds, fractions of diameter
 
 
@@ -68,7 +72,9 @@ class EvalReport:
     mspd: list[float] = field(default_factory=list)
     re: list[float] = field(default_factory=list)  # degrees
     te: list[float] = field(default_factory=list)  # metres
-    ok: list[bool] = field(default_factory=list)  # PnP succeeded
+    ok: list[bool] = field(default_factory=list)  # a pose was found
+    im_ids: list[int] = field(default_factory=list)
+    scores: list[float] = field(default_factory=list)
     results: list[BopResult] = field(default_factory=list)
     image_width: int = 640
     seconds: float = 0.0
@@ -105,12 +111,44 @@ class EvalReport:
         }
 
 
-def evaluate(data: str | Path, estimator: CoordPoseEstimator, objects: ObjectRegistry, *,
-             split: str | None = "test", progress: bool = True,
-             max_images: int = 0) -> EvalReport:
-    """Run `estimator` on every target instance of the dataset with ground-truth boxes."""
+def box_iou(a: np.ndarray, b: np.ndarray) -> np.ndarray:
+    """IoU `(n, m)` of boxes `a (n, 4)` and `b (m, 4)`, both x, y, w, h."""
+    a0, a1 = a[:, None, :2], a[:, None, :2] + a[:, None, 2:]
+    b0, b1 = b[None, :, :2], b[None, :, :2] + b[None, :, 2:]
+    inter = np.clip(np.minimum(a1, b1) - np.maximum(a0, b0), 0, None).prod(-1)
+    union = a[:, None, 2:].prod(-1) + b[None, :, 2:].prod(-1) - inter
+    return inter / np.maximum(union, 1e-9)
+
+
+def match_estimates(labels: np.ndarray, boxes: np.ndarray, poses: list[ObjectPose],
+                    min_iou: float = MATCH_IOU) -> list[ObjectPose | None]:
+    """For each target (`labels (n,)`, visible `boxes (n, 4)` x, y, w, h) the estimate of
+    its object whose box overlaps it most (at least `min_iou`), each estimate used once,
+    best scores first."""
+    matched: list[ObjectPose | None] = [None] * len(labels)
+    if not poses or not len(labels):
+        return matched
+    iou = box_iou(np.array([p.box for p in poses]), boxes)
+    iou[np.array([p.label for p in poses])[:, None] != labels[None, :]] = 0.0
+    for i in np.argsort([-p.score for p in poses], kind="stable"):
+        j = int(np.argmax(np.where([m is None for m in matched], iou[i], -1.0)))
+        if iou[i, j] >= min_iou and matched[j] is None:
+            matched[j] = poses[i]
+    return matched
+
+
+def evaluate(data: str | Path, estimator: Estimator, *, boxes: str = "gt",
+             split: str | None = "test", progress: bool = True, max_images: int = 0,
+             overlays: str | Path | None = None) -> EvalReport:
+    """Run `estimator` on every target instance of the dataset, on ground-truth boxes
+    (`boxes="gt"`) or on the detector's (`"detector"`, matched to the targets by box
+    overlap; a target without a match counts as a failure). With `overlays`, an image of
+    the estimates is written there per image."""
     from tqdm import tqdm
 
+    if boxes not in ("gt", "detector"):
+        raise ValueError(f"boxes: expected 'gt' or 'detector', got {boxes!r}")
+    objects = estimator.objects
     scenes = find_scenes(data, split)
     pools = SymmetryPools(objects)
     points = [torch.from_numpy(np.asarray(o.mesh.vertices)) for o in objects]
@@ -125,6 +163,8 @@ def evaluate(data: str | Path, estimator: CoordPoseEstimator, objects: ObjectReg
             jobs.append((scene, im_id, gts[im_id], infos[im_id], cams[im_id]))
     if max_images:
         jobs = jobs[:max_images]
+    if overlays is not None:
+        Path(overlays).mkdir(parents=True, exist_ok=True)
     start = time.perf_counter()
     for scene, im_id, gts, infos, K in tqdm(jobs, desc="eval", unit="img", disable=not progress):
         targets = [(k, g) for k, g in enumerate(gts)
@@ -132,37 +172,41 @@ def evaluate(data: str | Path, estimator: CoordPoseEstimator, objects: ObjectReg
                    and infos[k]["bbox_visib"][2] > 0]
         if not targets:
             continue
-        t0 = time.perf_counter()
+        scene_id = int(scene.name) if scene.name.isdigit() else 0
         image = read_image(_rgb_path(scene, im_id))
         report.image_width = image.shape[1]
-        labels = torch.tensor([objects.index_of_id(g.obj_id) for _, g in targets])
-        boxes = torch.tensor([infos[k]["bbox_visib"] for k, _ in targets], dtype=torch.float32)
-        poses = estimator(image, K, labels, boxes)
+        labels = np.array([objects.index_of_id(g.obj_id) for _, g in targets])
+        target_boxes = np.array([infos[k]["bbox_visib"] for k, _ in targets], np.float64)
+        given = (Boxes(torch.from_numpy(labels), torch.from_numpy(target_boxes).float())
+                 if boxes == "gt" else None)
+        t0 = time.perf_counter()
+        poses = estimator.estimate(image, K, given)
         elapsed = time.perf_counter() - t0
-        R, t = poses.R.cpu(), poses.t.cpu()
-        R_gt = torch.from_numpy(np.stack([g.R for _, g in targets]))
-        t_gt = torch.from_numpy(np.stack([g.t for _, g in targets]))
-        ok = (poses.status == 0).cpu()
-        for j, label in enumerate(labels.tolist()):
+        report.results += [BopResult(scene_id, im_id, p.object_id, p.score, p.R, p.t, elapsed)
+                           for p in poses]
+        if overlays is not None:
+            write_rgb(Path(overlays) / f"{scene_id:06d}_{im_id:06d}.png",
+                      draw_poses(image, K, poses, objects))
+        for (_, g), label, est in zip(targets, labels.tolist(),
+                                      match_estimates(labels, target_boxes, poses), strict=True):
             obj, pts = objects[label], points[label][None]
             pR, pt, pv = pools.R[label][None], pools.t[label][None], pools.valid[label][None]
-            Rj, tj, Rg, tg = R[j:j + 1], t[j:j + 1], R_gt[j:j + 1], t_gt[j:j + 1]
-            if ok[j]:
+            Rg, tg = torch.from_numpy(g.R)[None], torch.from_numpy(g.t)[None]
+            if est is not None:
+                Rj, tj = torch.from_numpy(est.R)[None], torch.from_numpy(est.t)[None]
                 add = (metrics.adds if obj.is_symmetric else metrics.add)(Rj, tj, Rg, tg, pts)
                 mssd = metrics.mssd(Rj, tj, Rg, tg, pts, pR, pt, pv)
                 mspd = metrics.mspd(Rj, tj, Rg, tg, pts, torch.from_numpy(K), pR, pt, pv)
                 re, te = metrics.symmetric_pose_errors(Rj, tj, Rg, tg, pR, pt, pv)
                 vals = [float(v) for v in (add[0], mssd[0], mspd[0], re[0], te[0])]
-                report.results.append(BopResult(
-                    scene_id=int(scene.name) if scene.name.isdigit() else 0, im_id=im_id,
-                    obj_id=obj.id, score=float(poses.score[j]), R=Rj[0].numpy(),
-                    t=tj[0].numpy(), time=elapsed))
             else:
                 vals = [float("inf")] * 5
             report.labels.append(label)
+            report.im_ids.append(im_id)
+            report.scores.append(est.score if est is not None else 0.0)
             for name, v in zip(("add", "mssd", "mspd", "re", "te"), vals, strict=True):
                 getattr(report, name).append(v)
-            report.ok.append(bool(ok[j]))
+            report.ok.append(est is not None)
     report.seconds = time.perf_counter() - start
     return report
 

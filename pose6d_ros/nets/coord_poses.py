@@ -15,6 +15,7 @@ from torchvision.ops import roi_align
 
 from pose6d_ros.core.objects import ObjectRegistry
 from pose6d_ros.core.symmetry import SymmetryPools
+from pose6d_ros.core.timing import StageTimer
 from pose6d_ros.nets.coordnet import CoordNet
 from pose6d_ros.nets.correspondences import (
     DEFAULT_CORRESPONDENCES,
@@ -44,7 +45,8 @@ class CropPoses:
     t: Tensor  # (B, 3) float64, metres
     status: Tensor  # (B,) PnPStatus values
     inliers: Tensor  # (B,) PnP inliers used
-    score: Tensor  # (B,) PnP inliers / the correspondence cap, in [0, 1]; 0 when failed
+    points: Tensor  # (B,) correspondences given to PnP
+    score: Tensor  # (B,) inlier ratio, in [0, 1]; 0 when failed
     crop_boxes: Tensor  # (B, 4) x0, y0, x1, y1
 
 
@@ -69,9 +71,11 @@ class CoordPoseEstimator:
 
     @torch.no_grad()
     def __call__(self, image: np.ndarray | Tensor, K: np.ndarray | Tensor, labels: Tensor,
-                 boxes_xywh: Tensor) -> CropPoses:
+                 boxes_xywh: Tensor, timer: StageTimer | None = None) -> CropPoses:
         """Poses for instances `labels (B,)` with visible boxes `(B, 4)` (x, y, w, h) in
-        `image` ((H, W, 3) uint8 RGB array, or (3, H, W) float tensor in [0, 1])."""
+        `image` ((H, W, 3) uint8 RGB array, or (3, H, W) float tensor in [0, 1]); stages
+        "crops", "coordnet", "pnp" are marked on `timer` when given."""
+        mark = timer.mark if timer is not None else (lambda stage: None)
         dev = self.device
         if isinstance(image, np.ndarray):
             image = torch.from_numpy(np.ascontiguousarray(image)).permute(2, 0, 1)
@@ -83,7 +87,9 @@ class CoordPoseEstimator:
         S = self.net.config.input_size
         crops = roi_align(image[None], [boxes], output_size=(S, S), spatial_scale=1.0,
                           sampling_ratio=2, aligned=True)
+        mark("crops")
         out = self.net(crops, labels)
+        mark("coordnet")
         corr = select_correspondences(out.xyz.float(), out.error.float(),
                                       out.mask_logit.float(), self.center[labels],
                                       self.scale[labels], boxes, self.corr_options)
@@ -91,7 +97,9 @@ class CoordPoseEstimator:
                         options=self.pnp_options)
         R, t = self.pools.canonicalise(labels, res.R, res.t)
         inliers = res.inliers.sum(1)
-        score = (inliers / self.corr_options.max_points).clamp_max(1.0) * res.success
-        return CropPoses(R=R, t=t, status=res.status, inliers=inliers, score=score,
-                         crop_boxes=boxes)
+        points = corr.mask.sum(1)
+        score = inliers / points.clamp_min(1) * res.success
+        mark("pnp")
+        return CropPoses(R=R, t=t, status=res.status, inliers=inliers, points=points,
+                         score=score, crop_boxes=boxes)
 

@@ -1,0 +1,150 @@
+"""The single-image estimator: RGB image + intrinsics in, object poses out.
+
+`Estimator.estimate(rgb, K)` runs detection, crops, CoordNet, correspondences, PnP and
+symmetry canonicalisation, batched over every instance on one device. The node, the
+`pose6d predict` command and the demo all call it.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import numpy as np
+import torch
+from torch import Tensor
+
+from pose6d_ros.core.camera import check_intrinsics
+from pose6d_ros.core.objects import load_objects
+from pose6d_ros.core.timing import StageTimer
+from pose6d_ros.nets.coord_poses import CoordPoseEstimator
+from pose6d_ros.nets.coordnet import WeightsError, load_coordnet
+from pose6d_ros.pnp import PnPStatus
+
+
+@dataclass
+class EstimatorConfig:
+    """Where the weights are and what counts as found; thresholds may change between calls."""
+
+    objects: str  # objects YAML
+    detector_weights: str | None  # Mask R-CNN weights (.pt); None: boxes must be given
+    coordnet_weights: str  # CoordNet weights (.pt)
+    device: str = "auto"  # auto (CUDA when present), cpu, cuda, cuda:N
+    detection_score: float = 0.5  # minimum detector score
+    min_inliers: int = 12  # fewer PnP inliers: the instance is dropped
+    max_instances: int = 16  # per image, best detector scores first
+    sync_timings: bool = True  # on CUDA, wait for the device at each stage for its timing
+
+
+@dataclass
+class ObjectPose:
+    """One object instance found in an image: `T_cam_obj` = (R, t) of the mesh origin."""
+
+    name: str  # object name from the objects YAML
+    label: int  # index of the object in the objects YAML
+    object_id: int  # the object's id (BOP obj_id)
+    instance: int  # index among this image's instances of the same object, by score
+    score: float  # in [0, 1]: detection score x PnP inlier ratio
+    R: np.ndarray  # (3, 3) float64
+    t: np.ndarray  # (3,) float64, metres
+    inliers: int  # PnP inliers
+    box: tuple[float, float, float, float]  # detected visible box x, y, w, h (pixels)
+    timings: dict[str, float] = field(default_factory=dict)  # ms per stage, this image
+
+
+@dataclass
+class Boxes:
+    """Known instances of an image (e.g. ground truth), instead of the detector's."""
+
+    labels: Tensor  # (n,) object indices in the objects YAML
+    boxes_xywh: Tensor  # (n, 4) visible boxes x, y, w, h
+    scores: Tensor | None = None  # (n,) in [0, 1]; default 1
+
+
+def resolve_device(name: str) -> torch.device:
+    """`auto` is CUDA when present, else the CPU; other names as torch spells them."""
+    if name == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    return torch.device(name)
+
+
+def instance_indices(labels: np.ndarray, scores: np.ndarray) -> np.ndarray:
+    """Per instance `(n,)`, its rank by descending score among instances of its label."""
+    order = np.lexsort((-scores, labels))  # by label, then score
+    ranks = np.empty(len(labels), np.int64)
+    sorted_labels = labels[order]
+    starts = np.searchsorted(sorted_labels, sorted_labels, side="left")
+    ranks[order] = np.arange(len(labels)) - starts
+    return ranks
+
+
+class Estimator:
+    """Detector + CoordNet + PnP for the objects of one objects YAML, on one device."""
+
+    def __init__(self, config: EstimatorConfig) -> None:
+        self.config = config
+        self.device = resolve_device(config.device)
+        self.objects = load_objects(config.objects)
+        self.detector = None
+        if config.detector_weights is not None:
+            from pose6d_ros.nets.detector import Detector, load_detector
+
+            model, dcfg = load_detector(config.detector_weights, self.device)
+            if dcfg.num_classes != len(self.objects):
+                raise WeightsError(f"{config.detector_weights}: detector weights are for "
+                                   f"{dcfg.num_classes} objects, {config.objects} has "
+                                   f"{len(self.objects)}")
+            self.detector = Detector(model, device=self.device)
+        self.coords = CoordPoseEstimator(load_coordnet(config.coordnet_weights, self.device),
+                                         self.objects, device=self.device)
+
+    def estimate(self, rgb: np.ndarray, K: np.ndarray, boxes: Boxes | None = None
+                 ) -> list[ObjectPose]:
+        """Poses of the objects in `rgb (H, W, 3)` uint8 seen through `K (3, 3)`, best score
+        first; with `boxes`, of those instances instead of the detector's."""
+        cfg = self.config
+        if rgb.ndim != 3 or rgb.shape[2] != 3 or rgb.dtype != np.uint8 or rgb.size == 0:
+            raise ValueError(f"image: expected (H, W, 3) uint8 RGB, got {rgb.shape} {rgb.dtype}")
+        K_t = torch.as_tensor(np.asarray(K, np.float64))
+        check_intrinsics(K_t, "K")
+        timer = StageTimer(self.device, sync=cfg.sync_timings)
+        image = torch.from_numpy(np.ascontiguousarray(rgb)).to(self.device)
+        image = image.permute(2, 0, 1).float().div_(255.0)
+        timer.mark("upload")
+        if boxes is None:
+            if self.detector is None:
+                raise ValueError("no detector weights configured: give the boxes")
+            self.detector.score_threshold = cfg.detection_score
+            self.detector.max_instances = cfg.max_instances
+            det = self.detector(image)
+            labels, scores, xyxy = det.labels, det.scores, det.boxes
+            xywh = torch.cat([xyxy[:, :2], xyxy[:, 2:] - xyxy[:, :2]], 1)
+        else:
+            labels = boxes.labels.to(self.device)
+            xywh = boxes.boxes_xywh.to(self.device).float()
+            scores = (boxes.scores.to(self.device) if boxes.scores is not None
+                      else torch.ones(len(labels), device=self.device))
+        timer.mark("detect")
+        if len(labels) == 0:
+            return []
+        poses = self.coords(image, K_t.to(self.device), labels, xywh, timer=timer)
+        ok = ((poses.status == int(PnPStatus.OK)) & (poses.inliers >= cfg.min_inliers)
+              & torch.isfinite(poses.R).flatten(1).all(1) & torch.isfinite(poses.t).all(1))
+        score = scores.double() * poses.score
+        # One transfer of everything the caller sees.
+        host = torch.cat([labels[:, None].double(), score[:, None], poses.inliers[:, None],
+                          ok[:, None], xywh.double(), poses.t, poses.R.flatten(1)], 1).cpu()
+        timer.mark("download")
+        host = host[host[:, 3] > 0].numpy()
+        host = host[np.argsort(-host[:, 1], kind="stable")]
+        lab = host[:, 0].astype(np.int64)
+        ranks = instance_indices(lab, host[:, 1])
+        timings = dict(timer.ms, total=timer.total_ms())
+        out = []
+        for row, label, rank in zip(host, lab, ranks, strict=True):
+            obj = self.objects[int(label)]
+            out.append(ObjectPose(
+                name=obj.name, label=int(label), object_id=obj.id, instance=int(rank),
+                score=float(np.clip(row[1], 0.0, 1.0)), R=row[11:20].reshape(3, 3).copy(),
+                t=row[8:11].copy(), inliers=int(row[2]), box=tuple(float(v) for v in row[4:8]),
+                timings=timings))
+        return out

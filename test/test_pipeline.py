@@ -1,0 +1,81 @@
+"""The single-image estimator: its contract, whatever the weights' quality."""
+
+import numpy as np
+import pytest
+import torch
+
+from pose6d_ros.data.bop import load_scene_camera, load_scene_gt_info, read_image
+from pose6d_ros.pipeline import Boxes, Estimator, EstimatorConfig, instance_indices
+from test.conftest import REPO
+
+
+def _estimator(tiny_weights, **kw) -> Estimator:
+    det, coord = tiny_weights
+    return Estimator(EstimatorConfig(objects=str(REPO / "config" / "objects.yaml"),
+                                     detector_weights=str(det), coordnet_weights=str(coord),
+                                     device="cpu", **kw))
+
+
+def _scene(synth_dir):
+    scene = sorted((synth_dir / "train").iterdir())[0]
+    return scene, read_image(scene / "rgb" / "000000.jpg"), \
+        load_scene_camera(scene / "scene_camera.json")[0]
+
+
+def test_instance_indices_rank_by_score_within_each_object():
+    labels = np.array([3, 1, 3, 3, 1])
+    scores = np.array([0.2, 0.9, 0.8, 0.5, 0.95])
+    assert instance_indices(labels, scores).tolist() == [2, 1, 0, 1, 0]
+
+
+def test_given_boxes_give_one_valid_pose_per_instance(synth_dir, tiny_weights, objects):
+    scene, rgb, K = _scene(synth_dir)
+    info = load_scene_gt_info(scene / "scene_gt_info.json")[0]
+    from pose6d_ros.data.bop import load_scene_gt
+
+    gts = load_scene_gt(scene / "scene_gt.json")[0]
+    labels = torch.tensor([objects.index_of_id(g.obj_id) for g in gts])
+    boxes = torch.tensor([i["bbox_visib"] for i in info], dtype=torch.float32)
+    est = _estimator(tiny_weights, min_inliers=0)
+    poses = est.estimate(rgb, K, Boxes(labels, boxes))
+    assert poses, "untrained weights still give PnP solutions on given boxes"
+    assert [p.score for p in poses] == sorted((p.score for p in poses), reverse=True)
+    for p in poses:
+        assert p.name == objects[p.label].name and p.object_id == objects[p.label].id
+        assert 0.0 <= p.score <= 1.0
+        np.testing.assert_allclose(p.R @ p.R.T, np.eye(3), atol=1e-6)
+        assert np.isfinite(p.t).all()
+        assert {"detect", "crops", "coordnet", "pnp", "total"} <= set(p.timings)
+        assert any(np.allclose(p.box, b) for b in boxes.numpy())
+    for label in {p.label for p in poses}:
+        assert sorted(p.instance for p in poses if p.label == label) == \
+            list(range(sum(p.label == label for p in poses)))
+
+
+def test_detector_path_and_thresholds_changed_between_calls(synth_dir, tiny_weights):
+    _, rgb, K = _scene(synth_dir)
+    est = _estimator(tiny_weights)
+    assert isinstance(est.estimate(rgb, K), list)
+    est.config.detection_score = 1.01  # nothing can pass
+    assert est.estimate(rgb, K) == []
+
+
+def test_bad_inputs_are_clear_errors(tiny_weights, tmp_path):
+    est = _estimator(tiny_weights)
+    K = np.array([[500.0, 0, 320], [0, 500, 240], [0, 0, 1]])
+    with pytest.raises(ValueError, match="uint8"):
+        est.estimate(np.zeros((48, 64, 3), np.float32), K)
+    with pytest.raises(ValueError, match="K: focal"):
+        est.estimate(np.zeros((48, 64, 3), np.uint8), np.zeros((3, 3)))
+    from pose6d_ros.nets.coordnet import WeightsError
+
+    bad = tmp_path / "broken.pt"
+    bad.write_bytes(b"not a checkpoint")
+    with pytest.raises(WeightsError, match=r"broken\.pt"):
+        Estimator(EstimatorConfig(objects=str(REPO / "config" / "objects.yaml"),
+                                  detector_weights=str(bad),
+                                  coordnet_weights=str(tiny_weights[1])))
+    with pytest.raises(WeightsError, match="not a detector"):
+        Estimator(EstimatorConfig(objects=str(REPO / "config" / "objects.yaml"),
+                                  detector_weights=str(tiny_weights[1]),
+                                  coordnet_weights=str(tiny_weights[1])))
