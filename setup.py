@@ -46,6 +46,7 @@ setup(
         "matplotlib>=3.5",
         "torch>=2.1",
         "torchvision>=0.16",
+        "rosbags>=0.10.9",
     ],
     extras_require={"test": ["pytest>=7", "ruff>=0.5"]},
     zip_safe=False,

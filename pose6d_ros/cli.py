@@ -10,6 +10,40 @@ import yaml
 
 
 def _cmd_demo(args: argparse.Namespace) -> int:
+    if args.pnp:
+        return _demo_pnp(args)
+    import numpy as np
+
+    from pose6d_ros.core.paths import sample_scene
+    from pose6d_ros.eval.evaluate import evaluate, write_outputs
+
+    estimator = _estimator(args, detector=args.boxes == "detector")
+    report = evaluate(sample_scene(), estimator, boxes=args.boxes, progress=False,
+                      overlays=args.out / "overlays")
+    figures = write_outputs(report, estimator.objects, args.out)
+    diameters = np.array([o.diameter for o in estimator.objects])
+    print(f"pose6d demo: {len(set(report.im_ids))} real LM-O photographs (models/lmo/samples), "
+          f"{args.boxes} boxes, device {estimator.device}")
+    header = (f"{'image':>6} {'object':<12} {'score':>5} {'rot°':>7} {'trans mm':>9} "
+              f"{'ADD(-S) mm':>10} {'<0.1d':>5}")
+    print(header)
+    print("-" * len(header))
+    for i, label in enumerate(report.labels):
+        name = report.objects[label]
+        if not report.ok[i]:
+            print(f"{report.im_ids[i]:>6} {name:<12} {'-':>5} {'not found':>29}")
+            continue
+        hit = report.add[i] < 0.1 * diameters[label]
+        print(f"{report.im_ids[i]:>6} {name:<12} {report.scores[i]:>5.2f} {report.re[i]:>7.1f} "
+              f"{1e3 * report.te[i]:>9.1f} {1e3 * report.add[i]:>10.1f} "
+              f"{'yes' if hit else 'no':>5}")
+    _print_figures(figures, "\nsummary:")
+    print(f"  written: {args.out}/overlays/*.png, results_bop19.csv, figures.json, "
+          "recall_add.png")
+    return 0
+
+
+def _demo_pnp(args: argparse.Namespace) -> int:
     from pose6d_ros.core.objects import load_objects
     from pose6d_ros.core.paths import default_objects_yaml
     from pose6d_ros.eval import demo_pnp
@@ -112,38 +146,101 @@ def _cmd_train_coords(args: argparse.Namespace) -> int:
     return 0
 
 
-def _cmd_eval(args: argparse.Namespace) -> int:
-    import torch
-
-    from pose6d_ros.core.objects import load_objects
+def _cmd_train_detector(args: argparse.Namespace) -> int:
     from pose6d_ros.core.paths import default_objects_yaml
-    from pose6d_ros.eval.evaluate import evaluate, write_outputs
-    from pose6d_ros.nets.coord_poses import CoordPoseEstimator
-    from pose6d_ros.nets.coordnet import load_coordnet
+    from pose6d_ros.train.detector import DetectorTrainConfig, DetectorTrainer, config_from
 
-    if args.boxes == "detector":
-        print("pose6d: error: --boxes detector needs the detector, which is not part of this "
-              "release yet; use --boxes gt", file=sys.stderr)
+    values: dict = {}
+    if args.config:
+        values = yaml.safe_load(args.config.read_text()) or {}
+        unknown = sorted(set(values) - DetectorTrainConfig.fields_())
+        if unknown:
+            print(f"pose6d: error: {args.config}: unknown setting(s) {unknown}", file=sys.stderr)
+            return 2
+    flags = {k: v for k, v in vars(args).items() if k in DetectorTrainConfig.fields_()}
+    values.update({k: v for k, v in flags.items() if v is not None})
+    values.setdefault("objects", str(default_objects_yaml()))
+    for key in ("data", "objects", "out", "init_backbone"):
+        if values.get(key) is not None:
+            values[key] = str(values[key])
+    try:
+        cfg = config_from(values)
+    except (TypeError, ValueError) as exc:
+        print(f"pose6d: error: train detector: {exc}", file=sys.stderr)
         return 2
-    device = args.device or ("cuda" if torch.cuda.is_available() else "cpu")
-    objects = load_objects(args.objects or default_objects_yaml())
-    estimator = CoordPoseEstimator(load_coordnet(args.weights, device), objects, device=device)
-    report = evaluate(args.data, estimator, objects, split=args.split,
-                      progress=not args.json, max_images=args.max_images)
-    figures = write_outputs(report, objects, args.out)
+    weights = DetectorTrainer(cfg, resume=args.resume, progress=not args.quiet).run()
+    print(f"train detector: weights {weights}")
+    return 0
+
+
+def _estimator(args: argparse.Namespace, *, detector: bool = True):
+    """The Estimator of the common flags (--objects, --detector, --coordnet, --device,
+    --score, --min-inliers)."""
+    from pose6d_ros.core.paths import default_objects_yaml, default_weights
+    from pose6d_ros.pipeline import Estimator, EstimatorConfig
+
+    cfg = EstimatorConfig(
+        objects=str(args.objects or default_objects_yaml()),
+        detector_weights=str(args.detector or default_weights("detector")) if detector else None,
+        coordnet_weights=str(args.coordnet or default_weights("coordnet")),
+        device=args.device, detection_score=args.score, min_inliers=args.min_inliers)
+    return Estimator(cfg)
+
+
+def _add_estimator_flags(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--objects", type=Path, help="objects YAML (default: bundled LM-O)")
+    p.add_argument("--detector", type=Path, help="detector weights (default: shipped)")
+    p.add_argument("--coordnet", "--weights", dest="coordnet", type=Path,
+                   help="CoordNet weights (default: shipped)")
+    p.add_argument("--device", default="auto", help="auto (default: CUDA when present), cpu, "
+                   "cuda, cuda:N")
+    p.add_argument("--score", type=float, default=0.5, help="minimum detector score")
+    p.add_argument("--min-inliers", type=int, default=12, help="minimum PnP inliers")
+
+
+def _print_figures(figures: dict, title: str) -> None:
+    print(title)
+    print(f"  ADD(-S) < 0.1d: {100 * figures['add_0.1d']:.1f} %   AR_MSSD "
+          f"{figures['ar_mssd']:.3f}   AR_MSPD {figures['ar_mspd']:.3f}   "
+          f"not found {figures['failed']}/{figures['instances']}")
+    for name, v in figures["per_object"].items():
+        print(f"  {name:<12} {v['instances']:>5} instances   ADD(-S) < 0.1d "
+              f"{100 * v['add_0.1d']:5.1f} %   not found {v['failed']}")
+
+
+def _cmd_eval(args: argparse.Namespace) -> int:
+    from pose6d_ros.eval.evaluate import evaluate, write_outputs
+
+    estimator = _estimator(args, detector=args.boxes == "detector")
+    report = evaluate(args.data, estimator, boxes=args.boxes, split=args.split,
+                      progress=not args.json, max_images=args.max_images,
+                      overlays=args.out / "overlays" if args.overlays else None)
+    figures = write_outputs(report, estimator.objects, args.out)
     if args.json:
         print(json.dumps(figures))
         return 0
-    print(f"eval {args.data} ({figures['instances']} instances, GT boxes, weights "
-          f"{args.weights}):")
-    print(f"  ADD(-S) < 0.1d: {100 * figures['add_0.1d']:.1f} %   AR_MSSD "
-          f"{figures['ar_mssd']:.3f}   AR_MSPD {figures['ar_mspd']:.3f}   "
-          f"PnP failures {figures['failed']}")
-    for name, v in figures["per_object"].items():
-        print(f"  {name:<12} {v['instances']:>5} instances   ADD(-S) < 0.1d "
-              f"{100 * v['add_0.1d']:5.1f} %")
+    _print_figures(figures, f"eval {args.data} ({figures['instances']} instances, "
+                   f"{args.boxes} boxes):")
     print(f"  written: {args.out}/results_bop19.csv, figures.json, recall_add.png")
     return 0
+
+
+def _cmd_predict(args: argparse.Namespace) -> int:
+    from pose6d_ros.eval.predict import collect_images, predict
+
+    items = collect_images(args.images, args.camera)
+    summary = predict(_estimator(args), items, args.out, overlays=not args.no_overlays,
+                      progress=not args.quiet)
+    print("\n".join(summary.lines()))
+    print(f"  written: {args.out}/results_bop19.csv, json/, "
+          f"{'' if args.no_overlays else 'overlays/'}")
+    return 1 if summary.failed else 0
+
+
+def _cmd_bag(args: argparse.Namespace) -> int:
+    from pose6d_ros.ros.bag import run
+
+    return run(args)
 
 
 def _parse_names(text: str | None) -> dict[int, str]:
@@ -182,11 +279,18 @@ def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="pose6d", description="6D object pose tools.")
     sub = p.add_subparsers(dest="command", required=True)
 
-    demo = sub.add_parser("demo", help="PnP/BPnP demo on the bundled objects")
-    demo.add_argument("--objects", type=Path, help="objects YAML (default: bundled LM-O)")
-    demo.add_argument("--points", type=int, default=500)
-    demo.add_argument("--noise-px", type=float, default=1.0)
-    demo.add_argument("--outliers", type=float, default=0.2, help="fraction of gross outliers")
+    demo = sub.add_parser("demo", help="poses on the 5 bundled real photographs, with errors "
+                          "against their ground truth")
+    _add_estimator_flags(demo)
+    demo.add_argument("--boxes", choices=["detector", "gt"], default="detector",
+                      help="the detector's boxes (default) or ground-truth boxes")
+    demo.add_argument("--out", type=Path, default=Path("demo_out"))
+    demo.add_argument("--pnp", action="store_true",
+                      help="instead: batched PnP/BPnP on synthetic correspondences")
+    demo.add_argument("--points", type=int, default=500, help="--pnp: points per object")
+    demo.add_argument("--noise-px", type=float, default=1.0, help="--pnp: pixel noise")
+    demo.add_argument("--outliers", type=float, default=0.2,
+                      help="--pnp: fraction of gross outliers")
     demo.add_argument("--seed", type=int, default=0)
     demo.set_defaults(func=_cmd_demo)
 
@@ -236,6 +340,9 @@ def build_parser() -> argparse.ArgumentParser:
     tc.add_argument("--input-size", type=int)
     tc.add_argument("--encoder", choices=["resnet18", "resnet34", "small"])
     tc.add_argument("--decoder-width", type=int)
+    tc.add_argument("--rotation-bins", type=int,
+                    help="auxiliary rotation-classification bins (0: off; default 128)")
+    tc.add_argument("--lambda-rot", type=float, help="weight of the rotation loss")
     tc.add_argument("--lambda-proj", type=float, help="0 switches the BPnP loss off")
     tc.add_argument("--proj-warmup-steps", type=int)
     tc.add_argument("--workers", type=int, help="data-loading processes")
@@ -247,18 +354,82 @@ def build_parser() -> argparse.ArgumentParser:
     tc.add_argument("--quiet", action="store_true", help="no progress bar")
     tc.set_defaults(func=_cmd_train_coords)
 
-    ev = sub.add_parser("eval", help="pose accuracy of CoordNet weights on a BOP dataset")
+    td = train.add_parser("detector", help="train the Mask R-CNN detector from scratch")
+    td.add_argument("--data", type=Path, required=True, help="folder written by pose6d synth")
+    td.add_argument("--objects", type=Path, help="objects YAML (default: bundled LM-O)")
+    td.add_argument("--out", type=Path, required=True, help="run folder")
+    td.add_argument("--config", type=Path, help="YAML of settings (flags override it)")
+    td.add_argument("--epochs", type=int)
+    td.add_argument("--max-steps", type=int)
+    td.add_argument("--batch-size", type=int)
+    td.add_argument("--optimizer", choices=["adamw", "sgd"])
+    td.add_argument("--lr", type=float)
+    td.add_argument("--backbone", choices=["mobilenet_v3_fpn", "resnet50_fpn"])
+    td.add_argument("--box-head-width", type=int, help="box-head FC width (256; 1024 as "
+                    "torchvision)")
+    td.add_argument("--min-size", type=int, help="short image side the network sees")
+    td.add_argument("--max-size", type=int, help="long image side at most")
+    td.add_argument("--rois-per-image", type=int, help="RoIs sampled per image (512)")
+    td.add_argument("--workers", type=int, help="data-loading processes")
+    td.add_argument("--device", help="auto (default), cpu, cuda, cuda:N")
+    td.add_argument("--seed", type=int)
+    td.add_argument("--init-backbone", type=Path,
+                    help="local torchvision ResNet-50 / MobileNetV3-Large weights")
+    td.add_argument("--checkpoint-every", type=int)
+    td.add_argument("--resume", action="store_true", help="continue from RUN_DIR/last.pt")
+    td.add_argument("--quiet", action="store_true", help="no progress bar")
+    td.set_defaults(func=_cmd_train_detector)
+
+    ev = sub.add_parser("eval", help="pose accuracy on a BOP dataset (ADD(-S), AR)")
     ev.add_argument("--data", type=Path, required=True,
                     help="BOP dataset folder, split folder or scene folder")
-    ev.add_argument("--weights", type=Path, required=True, help="CoordNet weights (.pt)")
-    ev.add_argument("--objects", type=Path, help="objects YAML (default: bundled LM-O)")
-    ev.add_argument("--boxes", choices=["gt", "detector"], default="gt")
+    _add_estimator_flags(ev)
+    ev.add_argument("--boxes", choices=["gt", "detector"], default="gt",
+                    help="ground-truth boxes (CoordNet alone) or the detector's")
     ev.add_argument("--split", default="test", help="split folder under --data, if any")
     ev.add_argument("--out", type=Path, default=Path("eval_out"))
-    ev.add_argument("--device", choices=["cpu", "cuda"], help="default: cuda when present")
+    ev.add_argument("--overlays", action="store_true", help="also write overlay images")
     ev.add_argument("--max-images", type=int, default=0, help="0: all")
     ev.add_argument("--json", action="store_true", help="print the figures as one JSON line")
     ev.set_defaults(func=_cmd_eval)
+
+    pr = sub.add_parser("predict", help="poses for images or a BOP scene folder")
+    pr.add_argument("--images", nargs="+", required=True,
+                    help="image files, folders of images, or a BOP scene folder")
+    pr.add_argument("--camera", type=Path, help="camera JSON (BOP camera.json fx/fy/cx/cy, "
+                    "cam_K or K) for images outside a BOP scene")
+    _add_estimator_flags(pr)
+    pr.add_argument("--out", type=Path, default=Path("predict_out"))
+    pr.add_argument("--no-overlays", action="store_true")
+    pr.add_argument("--quiet", action="store_true", help="no progress bar")
+    pr.set_defaults(func=_cmd_predict)
+
+    bg = sub.add_parser("bag", help="the pose node's processing on a rosbag2 (mcap or sqlite3)")
+    bg.add_argument("input", nargs="?", type=Path, help="input bag folder")
+    bg.add_argument("--out", type=Path, required=True, help="output bag folder (must not exist)")
+    bg.add_argument("--image-topic", default="/camera/image_raw",
+                    help="sensor_msgs/Image or CompressedImage topic")
+    bg.add_argument("--info-topic", default="/camera/camera_info")
+    bg.add_argument("--params", type=Path, help="node parameters YAML (default: the bundled "
+                    "config/pose.yaml); the flags below override it")
+    bg.add_argument("--objects", type=Path, help="objects YAML")
+    bg.add_argument("--detector-weights", type=Path)
+    bg.add_argument("--coordnet-weights", type=Path)
+    bg.add_argument("--device", help="auto, cpu, cuda, cuda:N")
+    bg.add_argument("--storage", choices=["mcap", "sqlite3"], default="mcap",
+                    help="output storage")
+    bg.add_argument("--distro", choices=["humble", "jazzy"], default="humble",
+                    help="ROS 2 message definitions")
+    bg.add_argument("--slop", type=float, help="image/camera_info stamp tolerance, s "
+                    "(default: sync_slop)")
+    bg.add_argument("--namespace", default="", help="prefix of the output topics")
+    bg.add_argument("--debug-image", action="store_true", help="also write debug_image")
+    bg.add_argument("--no-copy-input", action="store_true",
+                    help="do not copy the input topics into the output bag")
+    bg.add_argument("--make-sample", nargs="?", const="", metavar="SCENE",
+                    help="instead, write an input bag of a BOP scene folder's images "
+                    "(default: the bundled LM-O photographs)")
+    bg.set_defaults(func=_cmd_bag)
 
     objs = sub.add_parser("objects", help="objects YAML tools").add_subparsers(
         dest="what", required=True)

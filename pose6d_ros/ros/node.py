@@ -1,10 +1,262 @@
-"""`pose_node` entry point."""
+"""`pose_node`: camera in; Detection3DArray, PoseArray, TF, markers and a debug image out.
 
-import sys
+Topics (relative, remap them): in `image` (sensor_msgs/Image, or CompressedImage with
+`use_compressed`) and `camera_info`, paired by an ApproximateTimeSynchronizer, sensor-data QoS
+(override with `qos_overrides.<topic>.subscription.*`). Out, each with the image's header:
+`detections`, `poses` (and `poses/<object>`), `markers`, `debug_image` (drawn only while
+subscribed), TF on /tf; latched `label_info` (vision_msgs/LabelInfo) and `object_info`
+(std_msgs/String, JSON: mesh URLs, scales, symmetries); `/diagnostics`.
+
+Inference runs in a worker thread that takes the newest pair from a one-item slot, so the
+executor never blocks and frames arriving while it is busy replace each other (counted as
+dropped). Without usable weights the node stays up, reports the error in its diagnostics
+and loads them when `objects`, `detector_weights`, `coordnet_weights` or `device` is set.
+"""
+
+from __future__ import annotations
+
+import threading
+from typing import Any
+
+try:
+    import message_filters
+    import rclpy
+    from rcl_interfaces.msg import (
+        FloatingPointRange,
+        IntegerRange,
+        ParameterDescriptor,
+        SetParametersResult,
+    )
+    from rclpy.executors import ExternalShutdownException
+    from rclpy.node import Node
+    from rclpy.parameter import Parameter
+    from rclpy.qos import (
+        DurabilityPolicy,
+        HistoryPolicy,
+        QoSProfile,
+        ReliabilityPolicy,
+        qos_profile_sensor_data,
+    )
+    from rclpy.qos_overriding_options import QoSOverridingOptions
+    from tf2_ros import TransformBroadcaster
+except ModuleNotFoundError as exc:  # pragma: no cover - only without ROS 2
+    raise ModuleNotFoundError(f"pose_node needs ROS 2 Humble or Jazzy ({exc.name} is missing): "
+                              "source /opt/ros/<distro>/setup.bash first", name=exc.name
+                              ) from exc
+
+from pose6d_ros.core.objects import load_objects
+from pose6d_ros.ros import messages as m
+from pose6d_ros.ros.frame_processor import FrameProcessor, LatestSlot, Rejected, load_estimator
+from pose6d_ros.ros.parameters import (
+    PoseSettings,
+    param_specs,
+    resolve_path,
+    settings_from_dict,
+)
+
+NODE_NAME = "pose_node"
+WARN_THROTTLE_S = 5.0  # at most one warning per call site in this many seconds
+PUBLISH_DEPTH = 10
+DIAGNOSTIC_NAME = "pose6d_ros: pose_node"
+
+
+class PoseNode(Node):
+    """The ROS 2 pose node (see the module docstring)."""
+
+    def __init__(self, **kwargs: Any) -> None:
+        super().__init__(NODE_NAME, **kwargs)
+        self.types = m.rclpy_types()
+        self._specs = {s.name: s for s in param_specs()}
+        self._processor: FrameProcessor | None = None
+        self._load_error = "loading"
+        self._reload = threading.Event()
+        self._slot: LatestSlot[tuple[Any, Any]] = LatestSlot()
+        self.settings = self._declare_parameters()
+        s, types = self.settings, self.types
+
+        latched = QoSProfile(history=HistoryPolicy.KEEP_LAST, depth=1,
+                             reliability=ReliabilityPolicy.RELIABLE,
+                             durability=DurabilityPolicy.TRANSIENT_LOCAL)
+        self._pub_detections = self.create_publisher(types.Detection3DArray, "detections",
+                                                     PUBLISH_DEPTH)
+        self._pub_poses = self.create_publisher(types.PoseArray, "poses", PUBLISH_DEPTH)
+        self._pub_markers = self.create_publisher(types.MarkerArray, "markers", PUBLISH_DEPTH)
+        self._pub_debug = self.create_publisher(types.Image, "debug_image", PUBLISH_DEPTH)
+        self._pub_labels = self.create_publisher(types.LabelInfo, "label_info", latched)
+        self._pub_objects = self.create_publisher(types.String, "object_info", latched)
+        self._pub_diagnostics = self.create_publisher(types.DiagnosticArray, "/diagnostics",
+                                                      PUBLISH_DEPTH)
+        self._pub_class: dict[str, Any] = {}
+        self._tf = TransformBroadcaster(self)
+
+        image_type = types.CompressedImage if s.use_compressed else types.Image
+        self._sub_image = message_filters.Subscriber(
+            self, image_type, "image", qos_profile=qos_profile_sensor_data,
+            qos_overriding_options=QoSOverridingOptions.with_default_policies())
+        self._sub_info = message_filters.Subscriber(
+            self, types.CameraInfo, "camera_info", qos_profile=qos_profile_sensor_data,
+            qos_overriding_options=QoSOverridingOptions.with_default_policies())
+        self._sync = message_filters.ApproximateTimeSynchronizer(
+            [self._sub_image, self._sub_info], queue_size=s.sync_queue_size, slop=s.sync_slop)
+        self._sync.registerCallback(self.on_frame)
+        self.create_timer(s.diagnostics_period, self.on_diagnostics_timer)
+
+        self._worker = threading.Thread(target=self._work, name="pose6d_inference", daemon=True)
+        self._worker.start()
+
+    # ---- parameters ----------------------------------------------------------------------
+
+    def _declare_parameters(self) -> PoseSettings:
+        values = {}
+        for spec in param_specs():
+            descriptor = ParameterDescriptor(description=spec.description,
+                                             read_only=spec.read_only)
+            if spec.range is not None and spec.type is float:
+                descriptor.floating_point_range = [FloatingPointRange(
+                    from_value=float(spec.range[0]), to_value=float(spec.range[1]), step=0.0)]
+            elif spec.range is not None:
+                descriptor.integer_range = [IntegerRange(
+                    from_value=int(spec.range[0]), to_value=int(spec.range[1]), step=1)]
+            values[spec.name] = self.declare_parameter(spec.name, spec.default,
+                                                       descriptor).value
+        settings = settings_from_dict(values)
+        # Registered after declaring: the declarations above need no validation of ours.
+        self.add_on_set_parameters_callback(self.on_set_parameters)
+        return settings
+
+    def on_set_parameters(self, params: list[Parameter]) -> SetParametersResult:
+        """Apply run-time changes; weight, objects or device changes reload the estimator."""
+        ours = {p.name: p.value for p in params if p.name in self._specs}
+        if not ours:
+            return SetParametersResult(successful=True)
+        try:
+            new = settings_from_dict(ours, base=self.settings)
+        except ValueError as exc:
+            return SetParametersResult(successful=False, reason=str(exc))
+        old, self.settings = self.settings, new
+        processor = self._processor
+        if processor is not None:
+            processor.settings = new
+        if any(self._specs[k].reload and getattr(old, k) != getattr(new, k) for k in ours):
+            self._reload.set()
+        elif {"tf_prefix", "detection_score"} & set(ours):
+            self._publish_metadata()
+        return SetParametersResult(successful=True)
+
+    # ---- frames --------------------------------------------------------------------------
+
+    def on_frame(self, image: Any, info: Any) -> None:
+        """Synchronised pair: hand it to the worker, replacing one it has not taken yet."""
+        if self._slot.put((image, info)) and self._processor is not None:
+            self._processor.note_dropped()
+
+    def _work(self) -> None:
+        self._load()
+        while not self._slot.closed:
+            if self._reload.is_set():
+                self._reload.clear()
+                self._load()
+            pair = self._slot.take(timeout=0.5)
+            if pair is None:
+                continue
+            try:
+                self._handle(*pair)
+            except Exception as exc:  # the worker must outlive any one frame
+                self.get_logger().error(f"frame failed: {type(exc).__name__}: {exc}",
+                                        throttle_duration_sec=WARN_THROTTLE_S)
+
+    def _load(self) -> None:
+        """(Re)build the estimator and the processor from the current settings."""
+        s = self.settings
+        estimator, error = load_estimator(s)
+        try:
+            objects = estimator.objects if estimator is not None else load_objects(
+                resolve_path(s.objects))
+        except (ValueError, OSError) as exc:  # bad objects YAML: nothing to publish at all
+            self._processor, self._load_error = None, str(exc)
+            self.get_logger().error(f"objects: {exc}")
+            return
+        if error is not None:
+            self.get_logger().error(f"{error}; frames are rejected until the weights load "
+                                    "(set the weight parameters to retry)")
+        processor = FrameProcessor(self.types, s, objects, estimator=estimator,
+                                   estimator_error=error,
+                                   image_topic=self._sub_image.sub.topic_name,
+                                   info_topic=self._sub_info.sub.topic_name)
+        if self._processor is not None:  # keep the counts across reloads
+            processor.stats = self._processor.stats
+        self._processor = processor
+        if estimator is not None:
+            self.get_logger().info(f"estimator ready on {processor.device} for "
+                                   f"{len(objects)} objects")
+        self._publish_metadata()
+
+    def _handle(self, image: Any, info: Any) -> None:
+        processor = self._processor
+        if processor is None:
+            self.get_logger().warning(f"frame dropped: {self._load_error}",
+                                      throttle_duration_sec=WARN_THROTTLE_S)
+            return
+        out = processor.process(image, info,
+                                debug_image=self._pub_debug.get_subscription_count() > 0)
+        if isinstance(out, Rejected):
+            self.get_logger().warning(out.reason, throttle_duration_sec=WARN_THROTTLE_S)
+            return
+        self._pub_detections.publish(out.detections)
+        self._pub_poses.publish(out.pose_array)
+        for name, msg in out.class_poses.items():
+            if name not in self._pub_class:
+                self._pub_class[name] = self.create_publisher(self.types.PoseArray,
+                                                              f"poses/{name}", PUBLISH_DEPTH)
+            self._pub_class[name].publish(msg)
+        if out.tf is not None and out.tf.transforms:
+            self._tf.sendTransform(list(out.tf.transforms))
+        if out.markers is not None:
+            self._pub_markers.publish(out.markers)
+        if out.debug_image is not None:
+            self._pub_debug.publish(out.debug_image)
+
+    # ---- metadata and diagnostics --------------------------------------------------------
+
+    def _now_header(self) -> Any:
+        return self.types.Header(stamp=self.get_clock().now().to_msg(), frame_id="")
+
+    def _publish_metadata(self) -> None:
+        processor = self._processor
+        if processor is not None:
+            self._pub_labels.publish(processor.label_info(self._now_header()))
+            self._pub_objects.publish(processor.object_info())
+
+    def on_diagnostics_timer(self) -> None:
+        """Publish the node's status: rate, per-stage latency, dropped and rejected frames."""
+        processor, header = self._processor, self._now_header()
+        if processor is not None:
+            msg = processor.diagnostics(header, DIAGNOSTIC_NAME)
+        else:
+            msg = m.diagnostics_msg(self.types, header, name=DIAGNOSTIC_NAME,
+                                    hardware_id="none", level="ERROR",
+                                    message=self._load_error,
+                                    values={"frames_dropped": str(self._slot.dropped)})
+        self._pub_diagnostics.publish(msg)
+
+    def destroy_node(self) -> None:
+        """Stop the worker, then the node."""
+        self._slot.close()
+        self._worker.join(timeout=5.0)
+        super().destroy_node()
 
 
 def main(args: list[str] | None = None) -> int:
-    """Start the pose node (not in this release: the estimator it serves comes first)."""
-    print("pose_node: the ROS 2 pose node is not part of this release yet; "
-          "`pose6d demo` shows what is available.", file=sys.stderr)
-    return 1
+    """Run the pose node until shut down."""
+    rclpy.init(args=args)
+    node = None
+    try:
+        node = PoseNode()
+        rclpy.spin(node)
+    except (KeyboardInterrupt, ExternalShutdownException):
+        pass
+    finally:
+        if node is not None:
+            node.destroy_node()
+        rclpy.try_shutdown()
+    return 0

@@ -1,0 +1,50 @@
+"""Start pose_node on a camera (and RViz2 with `use_rviz:=true`).
+
+    ros2 launch pose6d_ros pose.launch.py image_topic:=/camera/color/image_raw \
+        camera_info_topic:=/camera/color/camera_info use_rviz:=true
+"""
+
+from launch.actions import DeclareLaunchArgument
+from launch.conditions import IfCondition
+from launch.launch_description import LaunchDescription
+from launch.substitutions import LaunchConfiguration, PathJoinSubstitution
+from launch_ros.actions import Node
+from launch_ros.substitutions import FindPackageShare
+
+
+def generate_launch_description() -> LaunchDescription:
+    """pose_node with remapped inputs, parameters from `config_file`; RViz2 optional."""
+    share = FindPackageShare("pose6d_ros")
+    arguments = [
+        DeclareLaunchArgument("namespace", default_value="",
+                              description="Namespace of pose_node, its topics and RViz2."),
+        DeclareLaunchArgument("image_topic", default_value="image",
+                              description="sensor_msgs/Image topic (CompressedImage with "
+                                          "use_compressed: true in the config file)."),
+        DeclareLaunchArgument("camera_info_topic", default_value="camera_info",
+                              description="sensor_msgs/CameraInfo topic of the same camera."),
+        DeclareLaunchArgument("device", default_value="auto",
+                              description="auto (CUDA when available, else CPU), cpu, cuda, "
+                                          "cuda:N; overrides the config file."),
+        DeclareLaunchArgument("config_file",
+                              default_value=PathJoinSubstitution([share, "config", "pose.yaml"]),
+                              description="Parameters file of pose_node (see config/pose.yaml)."),
+        DeclareLaunchArgument("use_rviz", default_value="false",
+                              description="Start RViz2 with config/pose.rviz."),
+        DeclareLaunchArgument("rviz_fixed_frame", default_value="camera_optical_frame",
+                              description="RViz2 fixed frame: the camera's frame_id."),
+    ]
+    namespace = LaunchConfiguration("namespace")
+    pose_node = Node(
+        package="pose6d_ros", executable="pose_node", name="pose_node", namespace=namespace,
+        output="screen",
+        parameters=[LaunchConfiguration("config_file"),
+                    {"device": LaunchConfiguration("device")}],
+        remappings=[("image", LaunchConfiguration("image_topic")),
+                    ("camera_info", LaunchConfiguration("camera_info_topic"))])
+    rviz = Node(
+        package="rviz2", executable="rviz2", name="rviz2", namespace=namespace, output="log",
+        arguments=["-d", PathJoinSubstitution([share, "config", "pose.rviz"]),
+                   "-f", LaunchConfiguration("rviz_fixed_frame")],
+        condition=IfCondition(LaunchConfiguration("use_rviz")))
+    return LaunchDescription([*arguments, pose_node, rviz])

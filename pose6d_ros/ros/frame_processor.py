@@ -1,0 +1,340 @@
+"""The pose node's callback, free of rclpy: (image, camera_info) in, every output message out.
+
+`FrameProcessor.process` decodes and checks the pair, runs the estimator, drops non-finite
+poses, keeps instance indices and symmetry choices stable over time (SymmetryTracker) and
+builds the output messages with the image's header. A bad frame is rejected with a reason
+and counted; nothing raises out, so the node keeps running. `pose6d bag` calls the same code.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import importlib
+import threading
+import time
+from collections import Counter
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any, Generic, Protocol, TypeVar
+
+import cv2
+import numpy as np
+import torch
+
+from pose6d_ros.core.camera import scale_intrinsics
+from pose6d_ros.core.draw import draw_poses
+from pose6d_ros.core.objects import ObjectRegistry
+from pose6d_ros.core.timing import StageTimer
+from pose6d_ros.core.tracking import SymmetryTracker
+from pose6d_ros.pipeline import EstimatorConfig, ObjectPose
+from pose6d_ros.ros import messages as m
+from pose6d_ros.ros.parameters import PoseSettings, estimator_config
+
+_EMA = 0.1  # weight of the newest sample in the rate and latency averages
+
+T = TypeVar("T")
+
+
+class EstimatorLike(Protocol):
+    """What the processor uses of `pose6d_ros.pipeline.Estimator`."""
+
+    config: EstimatorConfig
+    objects: ObjectRegistry
+    device: torch.device
+
+    def estimate(self, rgb: np.ndarray, K: np.ndarray) -> list[ObjectPose]: ...
+
+
+def import_class(spec: str) -> type:
+    """The class named `module:Class`."""
+    module, _, name = spec.partition(":")
+    if not module or not name:
+        raise ValueError(f"estimator class {spec!r}: expected 'module:Class'")
+    return getattr(importlib.import_module(module), name)
+
+
+def load_estimator(settings: PoseSettings) -> tuple[EstimatorLike | None, str | None]:
+    """The estimator `settings` describe, or None and a one-line error (naming the file).
+
+    Every failure is caught: a node without weights stays up, says why in its diagnostics
+    and loads them when the weight parameters are set again.
+    """
+    try:
+        return import_class(settings.estimator)(estimator_config(settings)), None
+    except Exception as exc:  # reported, never raised: see above
+        return None, f"cannot load the estimator: {type(exc).__name__}: {exc}"
+
+
+def scale_input(rgb: np.ndarray, K: np.ndarray, scale: float) -> tuple[np.ndarray, np.ndarray]:
+    """`rgb (H, W, 3)` resized by `scale` and its intrinsics `K (3, 3)` to match."""
+    if scale == 1.0:
+        return rgb, K
+    h, w = rgb.shape[:2]
+    nh, nw = max(1, round(h * scale)), max(1, round(w * scale))
+    out = cv2.resize(rgb, (nw, nh), interpolation=cv2.INTER_AREA if scale < 1 else
+                     cv2.INTER_LINEAR)
+    return out, scale_intrinsics(torch.from_numpy(K), nw / w, nh / h).numpy()
+
+
+@dataclass(frozen=True)
+class Rejected:
+    """A frame that was not processed: `kind` (counted) and a one-line reason."""
+
+    kind: str
+    reason: str
+
+
+@dataclass
+class FrameOutputs:
+    """Every message of one processed frame; None where the output is switched off."""
+
+    poses: list[ObjectPose]  # as published: stable `instance` index, symmetry resolved
+    detections: Any  # vision_msgs/Detection3DArray
+    pose_array: Any  # geometry_msgs/PoseArray
+    class_poses: dict[str, Any]  # object name -> PoseArray (when per-class poses are on)
+    tf: Any | None  # tf2_msgs/TFMessage
+    markers: Any | None  # visualization_msgs/MarkerArray
+    debug_image: Any | None  # sensor_msgs/Image (only when asked for)
+
+
+@dataclass
+class FrameStats:
+    """Counters and averages for diagnostics; updated by the processing thread."""
+
+    received: int = 0
+    processed: int = 0
+    dropped: int = 0  # replaced in the newest-frame slot before processing
+    rejected: Counter = field(default_factory=Counter)  # kind -> frames
+    nan_poses: int = 0  # non-finite poses from the estimator, dropped
+    instances: int = 0  # in the last processed frame
+    last_error: str = ""
+    last_rejected: bool = False
+    rate_hz: float = 0.0
+    latency_ms: dict[str, float] = field(default_factory=dict)  # stage -> moving average
+    lock: threading.Lock = field(default_factory=threading.Lock, repr=False)
+
+    def values(self) -> dict[str, str]:
+        """Diagnostics key/values."""
+        with self.lock:
+            out = {"frames_received": self.received, "frames_processed": self.processed,
+                   "frames_dropped": self.dropped,
+                   "frames_rejected": sum(self.rejected.values()),
+                   **{f"rejected_{k}": v for k, v in sorted(self.rejected.items())},
+                   "nan_poses_dropped": self.nan_poses, "instances": self.instances,
+                   "rate_hz": f"{self.rate_hz:.2f}",
+                   **{f"latency_{k}_ms": f"{v:.1f}" for k, v in self.latency_ms.items()},
+                   "last_error": self.last_error}
+        return {k: str(v) for k, v in out.items()}
+
+
+class FrameProcessor:
+    """(image, camera_info) -> FrameOutputs, for the node and `pose6d bag` alike."""
+
+    def __init__(self, types: m.MessageTypes, settings: PoseSettings, objects: ObjectRegistry,
+                 *, estimator: EstimatorLike | None = None, estimator_error: str | None = None,
+                 image_topic: str = "image", info_topic: str = "camera_info",
+                 clock: Callable[[], float] = time.monotonic) -> None:
+        """`objects` serve the metadata and the tracker until an estimator brings its own."""
+        self.types = types
+        self.settings = settings
+        self.image_topic, self.info_topic = image_topic, info_topic
+        self.stats = FrameStats()
+        self._clock = clock
+        self._last_done: float | None = None
+        self._use_objects(objects)
+        self.estimator: EstimatorLike | None = None
+        self.estimator_error = estimator_error
+        self.set_estimator(estimator, estimator_error)
+
+    def _use_objects(self, objects: ObjectRegistry) -> None:
+        self.objects = objects
+        self.catalog = m.object_catalog(objects)
+        self.tracker = SymmetryTracker(objects, gate=self.settings.track_gate,
+                                       max_missed=self.settings.track_max_missed)
+
+    def set_estimator(self, estimator: EstimatorLike | None, error: str | None = None) -> None:
+        """Use `estimator` (None: frames are rejected with `error` until one is set)."""
+        if estimator is not None and estimator.objects is not self.objects:
+            self._use_objects(estimator.objects)
+        self.estimator = estimator
+        self.estimator_error = None if estimator is not None else (error or "no estimator")
+        with self.stats.lock:
+            self.stats.last_error = self.estimator_error or ""
+
+    @property
+    def device(self) -> str:
+        """The estimator's device, or 'none'."""
+        return str(self.estimator.device) if self.estimator is not None else "none"
+
+    def note_dropped(self, count: int = 1) -> None:
+        """Count frames dropped before reaching `process` (newest-frame slot)."""
+        with self.stats.lock:
+            self.stats.dropped += count
+
+    def process(self, image: Any, info: Any, *, debug_image: bool = False
+                ) -> FrameOutputs | Rejected:
+        """Process one synchronised pair; `debug_image` also draws the overlay."""
+        s = self.settings
+        with self.stats.lock:
+            self.stats.received += 1
+        timer = StageTimer(None)
+        try:
+            rgb = m.decode_image(image, self.image_topic)
+            m.check_pair(image.header, rgb.shape[:2], info, image_topic=self.image_topic,
+                         info_topic=self.info_topic)
+            K = m.camera_matrix(info, rectified=s.rectified, topic=self.info_topic)
+            estimator = self.estimator
+            if estimator is None:
+                raise m.FrameError("no_estimator", f"no estimator: {self.estimator_error}")
+            timer.mark("decode")
+            rgb_in, K_in = scale_input(rgb, K, s.input_scale)
+            estimator.config.detection_score = s.detection_score
+            estimator.config.min_inliers = s.min_inliers
+            estimator.config.max_instances = s.max_instances
+            try:
+                poses = list(estimator.estimate(rgb_in, K_in))
+            except Exception as exc:  # one bad frame must not stop the node
+                raise m.FrameError("estimator", f"estimator failed: {type(exc).__name__}: "
+                                                f"{exc}") from exc
+            timer.mark("estimate")
+        except m.FrameError as exc:
+            return self._reject(exc.kind, str(exc))
+
+        try:
+            poses, nan_count = _finite(poses)
+            poses = self._track(poses)
+            timer.mark("track")
+            outputs = self._outputs(image.header, poses)
+            timer.mark("messages")
+            if debug_image:
+                overlay = draw_poses(rgb, K, poses, self.catalog.objects)
+                outputs.debug_image = m.image_msg(self.types, image.header, overlay)
+                timer.mark("debug_image")
+        except Exception as exc:  # e.g. a pose of an object the catalog lacks
+            return self._reject("output", f"cannot build the outputs: {type(exc).__name__}: "
+                                          f"{exc}")
+        self._record(timer, poses, nan_count)
+        return outputs
+
+    def _reject(self, kind: str, reason: str) -> Rejected:
+        with self.stats.lock:
+            self.stats.rejected[kind] += 1
+            self.stats.last_error = reason
+            self.stats.last_rejected = True
+        return Rejected(kind, reason)
+
+    def _track(self, poses: list[ObjectPose]) -> list[ObjectPose]:
+        s = self.settings
+        self.tracker.gate, self.tracker.max_missed = s.track_gate, s.track_max_missed
+        labels = np.array([p.label for p in poses], np.int64)
+        R = np.array([p.R for p in poses], np.float64).reshape(-1, 3, 3)
+        t = np.array([p.t for p in poses], np.float64).reshape(-1, 3)
+        index, R, t = self.tracker.update(labels, R, t)
+        return [dataclasses.replace(p, instance=int(index[i]), R=R[i], t=t[i])
+                for i, p in enumerate(poses)]
+
+    def _outputs(self, header: Any, poses: list[ObjectPose]) -> FrameOutputs:
+        s, types = self.settings, self.types
+        return FrameOutputs(
+            poses=poses,
+            detections=m.detections_msg(types, header, poses, self.catalog),
+            pose_array=m.pose_array_msg(types, header, poses),
+            class_poses=(m.class_pose_arrays(types, header, poses,
+                                             [o.name for o in self.objects])
+                         if s.publish_per_class_poses else {}),
+            tf=m.tf_msg(types, header, poses, s.tf_prefix) if s.publish_tf else None,
+            markers=(m.markers_msg(types, header, poses, self.catalog, s.marker_lifetime)
+                     if s.publish_markers else None),
+            debug_image=None)
+
+    def _record(self, timer: StageTimer, poses: list[ObjectPose], nan_count: int) -> None:
+        now = self._clock()
+        stages = dict(timer.ms, total=timer.total_ms())
+        if poses:
+            stages.update({f"estimator_{k}": v for k, v in poses[0].timings.items()})
+        with self.stats.lock:
+            st = self.stats
+            st.processed += 1
+            st.nan_poses += nan_count
+            st.instances = len(poses)
+            st.last_rejected = False
+            if self._last_done is not None and now > self._last_done:
+                rate = 1.0 / (now - self._last_done)
+                st.rate_hz = rate if st.rate_hz == 0 else (1 - _EMA) * st.rate_hz + _EMA * rate
+            for k, v in stages.items():
+                old = st.latency_ms.get(k)
+                st.latency_ms[k] = v if old is None else (1 - _EMA) * old + _EMA * v
+        self._last_done = now
+
+    # ---- metadata and diagnostics ------------------------------------------------------
+
+    def label_info(self, header: Any) -> Any:
+        """vision_msgs LabelInfo of the objects (latched by the node)."""
+        return m.label_info_msg(self.types, header, self.catalog, self.settings.detection_score)
+
+    def object_info(self) -> Any:
+        """std_msgs String (JSON) with names, ids, mesh URLs and symmetries (latched)."""
+        return m.object_info_msg(self.types, self.catalog, self.settings.tf_prefix)
+
+    def diagnostics(self, header: Any, name: str = "pose6d_ros: pose_node") -> Any:
+        """DiagnosticArray: ERROR without an estimator, WARN after a rejected frame, else OK."""
+        values = {"device": self.device, **self.stats.values()}
+        if self.estimator is None:
+            level, message = "ERROR", str(self.estimator_error)
+        elif self.stats.last_rejected:
+            level, message = "WARN", f"frame rejected: {self.stats.last_error}"
+        else:
+            level, message = "OK", f"{self.stats.instances} instance(s) in the last frame"
+        return m.diagnostics_msg(self.types, header, name=name, hardware_id=self.device,
+                                 level=level, message=message, values=values)
+
+
+def _finite(poses: list[ObjectPose]) -> tuple[list[ObjectPose], int]:
+    """The poses with finite R, t and score, and how many were dropped."""
+    if not poses:
+        return poses, 0
+    flat = np.array([np.concatenate([np.ravel(p.R), np.ravel(p.t), [p.score]])
+                     for p in poses], np.float64)  # (N, 13)
+    ok = np.isfinite(flat).all(1)
+    return [p for p, keep in zip(poses, ok, strict=True) if keep], int((~ok).sum())
+
+
+class LatestSlot(Generic[T]):
+    """A one-item mailbox between a producer and a slow consumer: `put` replaces an item not
+    yet taken (a drop, counted), so the consumer always gets the newest and nothing queues."""
+
+    def __init__(self) -> None:
+        self._cond = threading.Condition()
+        self._item: T | None = None
+        self._full = False
+        self._closed = False
+        self.dropped = 0
+
+    def put(self, item: T) -> bool:
+        """Offer `item`; True when it replaced (dropped) an older one."""
+        with self._cond:
+            replaced = self._full
+            self.dropped += int(replaced)
+            self._item, self._full = item, True
+            self._cond.notify()
+            return replaced
+
+    def take(self, timeout: float | None = None) -> T | None:
+        """The newest item, waiting up to `timeout` s; None on timeout or when closed."""
+        with self._cond:
+            self._cond.wait_for(lambda: self._full or self._closed, timeout)
+            if not self._full:
+                return None
+            item, self._item, self._full = self._item, None, False
+            return item
+
+    def close(self) -> None:
+        """Wake the consumer for good."""
+        with self._cond:
+            self._closed = True
+            self._cond.notify_all()
+
+    @property
+    def closed(self) -> bool:
+        """True after `close`."""
+        return self._closed

@@ -1,0 +1,152 @@
+"""Every setting of the pose node in one declarative table (ROS-free).
+
+The node declares each field as a ROS parameter (type from the default, description, range,
+read-only), `config/pose.yaml` lists the same names with the same defaults, and `pose6d bag`
+reads that YAML into the same settings, so the node and its offline twin cannot drift apart.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from pose6d_ros.core.paths import share_dir
+from pose6d_ros.pipeline import EstimatorConfig
+
+
+def _p(default: Any, description: str, *, range: tuple[float, float] | None = None,
+       read_only: bool = False, reload: bool = False) -> Any:
+    """A settings field: `reload` marks settings that rebuild the estimator when changed."""
+    return field(default=default, metadata={"description": description, "range": range,
+                                            "read_only": read_only, "reload": reload})
+
+
+@dataclass
+class PoseSettings:
+    """The pose node's parameters with their defaults."""
+
+    objects: str = _p("config/objects.yaml", "Objects YAML; a relative path is taken from "
+                      "the package's share folder.", reload=True)
+    detector_weights: str = _p("models/detector.pt", "Mask R-CNN weights (.pt); relative to "
+                               "the share folder.", reload=True)
+    coordnet_weights: str = _p("models/coordnet.pt", "CoordNet weights (.pt); relative to "
+                               "the share folder.", reload=True)
+    device: str = _p("auto", "auto (CUDA when available, else CPU), cpu, cuda or cuda:N.",
+                     reload=True)
+    estimator: str = _p("pose6d_ros.pipeline:Estimator", "Estimator class 'module:Class', "
+                        "given an EstimatorConfig (tests plug in a stub).", read_only=True)
+    detection_score: float = _p(0.5, "Minimum detector score.", range=(0.0, 1.0))
+    min_inliers: int = _p(12, "Fewer PnP inliers and the instance is dropped.",
+                          range=(4, 100000))
+    max_instances: int = _p(16, "Most instances per image, best scores first.",
+                            range=(1, 256))
+    input_scale: float = _p(1.0, "Resize factor applied to images before estimation "
+                            "(intrinsics scaled to match).", range=(0.1, 2.0))
+    rectified: bool = _p(False, "Images are rectified: use camera_info P instead of K.")
+    use_compressed: bool = _p(False, "Subscribe to sensor_msgs/CompressedImage on 'image'.",
+                              read_only=True)
+    sync_slop: float = _p(0.05, "Largest stamp difference (s) between an image and its "
+                          "camera_info.", range=(0.0, 1.0), read_only=True)
+    sync_queue_size: int = _p(10, "Messages kept per input while pairing.", range=(1, 1000),
+                              read_only=True)
+    tf_prefix: str = _p("", "Prefix of the TF child frames <prefix><object>_<index>.")
+    publish_tf: bool = _p(True, "Broadcast one TF frame per instance.")
+    publish_markers: bool = _p(True, "Publish mesh markers on 'markers'.")
+    publish_per_class_poses: bool = _p(False, "Also publish 'poses/<object>' PoseArrays.",
+                                       read_only=True)
+    marker_lifetime: float = _p(0.5, "Marker lifetime (s); 0 keeps them forever.",
+                                range=(0.0, 3600.0))
+    track_gate: float = _p(0.1, "Largest move (m) between frames that keeps an instance's "
+                           "index and symmetry choice.", range=(0.0, 100.0))
+    track_max_missed: int = _p(5, "Frames an unseen instance keeps its index.",
+                               range=(0, 100000))
+    diagnostics_period: float = _p(1.0, "Seconds between /diagnostics messages.",
+                                   range=(0.1, 60.0), read_only=True)
+
+
+@dataclass(frozen=True)
+class ParamSpec:
+    """One parameter of the table."""
+
+    name: str
+    default: Any
+    type: type
+    description: str
+    range: tuple[float, float] | None
+    read_only: bool
+    reload: bool
+
+
+def param_specs() -> list[ParamSpec]:
+    """The parameters in declaration order."""
+    return [ParamSpec(f.name, f.default, type(f.default), f.metadata["description"],
+                      f.metadata["range"], f.metadata["read_only"], f.metadata["reload"])
+            for f in dataclasses.fields(PoseSettings)]
+
+
+def check_value(spec: ParamSpec, value: Any) -> Any:
+    """`value` converted to the parameter's type; ValueError naming the parameter otherwise."""
+    if spec.type is bool:
+        ok = isinstance(value, bool)
+    elif spec.type is float:  # an integer is a valid float (YAML writes 1 for 1.0)
+        ok = isinstance(value, (int, float)) and not isinstance(value, bool)
+    else:
+        ok = isinstance(value, spec.type) and not isinstance(value, bool)
+    if not ok:
+        raise ValueError(f"parameter {spec.name!r}: expected {spec.type.__name__}, got "
+                         f"{value!r}")
+    if spec.range is not None and not spec.range[0] <= value <= spec.range[1]:
+        raise ValueError(f"parameter {spec.name!r}: {value!r} is outside "
+                         f"[{spec.range[0]}, {spec.range[1]}]")
+    return spec.type(value)
+
+
+def settings_from_dict(values: dict[str, Any], base: PoseSettings | None = None
+                       ) -> PoseSettings:
+    """Settings from `{name: value}` over `base` (default: the defaults), each checked."""
+    specs = {s.name: s for s in param_specs()}
+    unknown = sorted(set(values) - set(specs))
+    if unknown:
+        raise ValueError(f"unknown parameter(s) {unknown}; known: {sorted(specs)}")
+    checked = {k: check_value(specs[k], v) for k, v in values.items()}
+    return dataclasses.replace(base or PoseSettings(), **checked)
+
+
+def load_params_yaml(path: str | Path, node_name: str = "pose_node") -> PoseSettings:
+    """Settings from a ROS 2 parameters file (`/**:` or `<node_name>:` -> `ros__parameters`)."""
+    path = Path(path)
+    try:
+        data = yaml.safe_load(path.read_text()) or {}
+    except (OSError, yaml.YAMLError) as exc:
+        raise ValueError(f"{path}: cannot read parameters: {exc}") from exc
+    values: dict[str, Any] = {}
+    for key in ("/**", node_name, f"/{node_name}"):  # later (more specific) entries win
+        entry = data.get(key) if isinstance(data, dict) else None
+        if isinstance(entry, dict):
+            values.update(entry.get("ros__parameters") or {})
+    if not values:
+        raise ValueError(f"{path}: no '/**' or '{node_name}' entry with ros__parameters")
+    try:
+        return settings_from_dict(values)
+    except ValueError as exc:
+        raise ValueError(f"{path}: {exc}") from exc
+
+
+def resolve_path(value: str) -> Path:
+    """A path parameter as a file path: relative ones from the package's share folder."""
+    path = Path(value).expanduser()
+    return path if path.is_absolute() else share_dir() / path
+
+
+def estimator_config(settings: PoseSettings) -> EstimatorConfig:
+    """The EstimatorConfig the settings describe (paths resolved)."""
+    return EstimatorConfig(objects=str(resolve_path(settings.objects)),
+                           detector_weights=str(resolve_path(settings.detector_weights)),
+                           coordnet_weights=str(resolve_path(settings.coordnet_weights)),
+                           device=settings.device, detection_score=settings.detection_score,
+                           min_inliers=settings.min_inliers,
+                           max_instances=settings.max_instances)

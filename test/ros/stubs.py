@@ -1,0 +1,52 @@
+"""A stand-in for pose6d_ros.pipeline.Estimator: same interface, poses given by the test.
+
+Also what the launch test plugs into the node (`estimator: test.ros.stubs:StubEstimator`),
+so the node's outputs can be checked without trained weights.
+"""
+
+from __future__ import annotations
+
+from functools import lru_cache
+
+import numpy as np
+import torch
+
+from pose6d_ros.core.objects import load_objects
+from pose6d_ros.pipeline import EstimatorConfig, ObjectPose
+
+
+@lru_cache(maxsize=4)
+def _objects(path: str):
+    """One registry per YAML for the whole run: its meshes load once."""
+    return load_objects(path)
+
+
+def make_pose(objects, name: str, t, *, R=None, score: float = 0.9, instance: int = 0
+              ) -> ObjectPose:
+    """An ObjectPose of object `name` at `t` (metres), rotation `R` (default identity)."""
+    label = objects.index_of_name(name)
+    return ObjectPose(name=name, label=label, object_id=objects[label].id, instance=instance,
+                      score=score, R=np.eye(3) if R is None else np.asarray(R, np.float64),
+                      t=np.asarray(t, np.float64), inliers=100, box=(10.0, 20.0, 30.0, 40.0),
+                      timings={"detect": 1.0, "pnp": 2.0})
+
+
+class StubEstimator:
+    """Returns `self.poses` (by default an eggbox and a can 0.8 m ahead) for every image;
+    raises `self.error` when set; records each call's image shape and K."""
+
+    def __init__(self, config: EstimatorConfig) -> None:
+        self.config = config
+        self.objects = _objects(config.objects)
+        self.device = torch.device("cpu")
+        self.poses = [make_pose(self.objects, "eggbox", [0.05, -0.02, 0.8], score=0.9),
+                      make_pose(self.objects, "can", [-0.1, 0.05, 0.9], score=0.7)]
+        self.error: Exception | None = None
+        self.calls: list[tuple[tuple[int, ...], np.ndarray]] = []
+
+    def estimate(self, rgb: np.ndarray, K: np.ndarray) -> list[ObjectPose]:
+        """The preset poses."""
+        self.calls.append((rgb.shape, np.array(K)))
+        if self.error is not None:
+            raise self.error
+        return list(self.poses)

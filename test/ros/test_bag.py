@@ -1,0 +1,172 @@
+"""`pose6d bag`: a bag in, the node's outputs in a new bag, stamps kept."""
+
+from collections import Counter
+
+import numpy as np
+import pytest
+from rosbags.rosbag2 import Reader, StoragePlugin, Writer
+
+from pose6d_ros.cli import main
+from pose6d_ros.core.paths import sample_scene
+from pose6d_ros.ros import messages as m
+from pose6d_ros.ros.bag import BagError, make_sample_bag, process_bag, stamp_ns
+from pose6d_ros.ros.frame_processor import FrameProcessor, load_estimator
+from pose6d_ros.ros.parameters import PoseSettings, estimator_config, settings_from_dict
+from test.ros.stubs import StubEstimator
+
+IMAGE, INFO = "/cam/image_raw", "/cam/camera_info"
+START = 1_700_000_000 * 10**9
+K = np.array([[60.0, 0, 31.5], [0, 60, 23.5], [0, 0, 1]])
+
+
+@pytest.fixture(scope="module")
+def store():
+    return m.rosbags_typestore("humble")
+
+
+def _write_input(path, store, storage):
+    """Five images: three good (one bgr8), one whose camera_info is 0.5 s away, one whose
+    camera_info says another size. Returns the good images' stamps (ns) and log times."""
+    types = m.rosbags_types(store)
+    good = []
+    plugin = {"mcap": StoragePlugin.MCAP, "sqlite3": StoragePlugin.SQLITE3}[storage]
+    with Writer(path, version=8, storage_plugin=plugin) as w:
+        c_img = w.add_connection(IMAGE, "sensor_msgs/msg/Image", typestore=store)
+        c_info = w.add_connection(INFO, "sensor_msgs/msg/CameraInfo", typestore=store)
+        for k in range(5):
+            stamp = START + k * 100_000_000 + 17
+            hdr = types.Header(stamp=types.Time(sec=stamp // 10**9, nanosec=stamp % 10**9),
+                               frame_id="cam")
+            enc = "bgr8" if k == 1 else "rgb8"
+            img = types.Image(header=hdr, height=48, width=64, encoding=enc, step=192,
+                              data=np.full(48 * 64 * 3, 30 * k, np.uint8))
+            info_stamp = stamp + (500_000_000 if k == 3 else 3_000_000)  # 3 ms late
+            info = types.CameraInfo(
+                header=types.Header(stamp=types.Time(sec=info_stamp // 10**9,
+                                                     nanosec=info_stamp % 10**9),
+                                    frame_id="cam"),
+                height=480 if k == 4 else 48, width=64, k=K.reshape(-1))
+            log = stamp + 1_000_000  # received 1 ms after the stamp
+            w.write(c_img, log, store.serialize_cdr(img, img.__msgtype__))
+            w.write(c_info, log + 500, store.serialize_cdr(info, info.__msgtype__))
+            if k < 3:
+                good.append((stamp, log))
+    return good
+
+
+def _read(path, store):
+    """topic -> list of (log time, message)."""
+    out: dict[str, list] = {}
+    with Reader(path) as r:
+        for conn, t, raw in r.messages():
+            out.setdefault(conn.topic, []).append((t, store.deserialize_cdr(raw, conn.msgtype)))
+    return out
+
+
+@pytest.mark.parametrize("src_storage, dst_storage", [("mcap", "sqlite3"), ("sqlite3", "mcap")])
+def test_bag_round_trip(tmp_path, store, src_storage, dst_storage):
+    good = _write_input(tmp_path / "in", store, src_storage)
+    estimator = StubEstimator(estimator_config(PoseSettings()))
+    processor = FrameProcessor(m.rosbags_types(store), PoseSettings(), estimator.objects,
+                               estimator=estimator, image_topic=IMAGE, info_topic=INFO)
+    summary = process_bag(tmp_path / "in", tmp_path / "out", processor, store,
+                          image_topic=IMAGE, info_topic=INFO, slop=0.05, storage=dst_storage)
+    assert (summary.images, summary.processed, summary.instances) == (5, 3, 6)
+    assert summary.rejected == Counter({"no_camera_info": 1, "size": 1})
+
+    out = _read(tmp_path / "out", store)
+    counts = {k: len(v) for k, v in out.items()}
+    assert counts == {"/label_info": 1, "/object_info": 1, IMAGE: 5, INFO: 5, "/detections": 3,
+                      "/poses": 3, "/tf": 3, "/markers": 3, "/diagnostics": 1}
+    for topic in ("/detections", "/poses", "/tf", "/markers"):
+        for (log, msg), (stamp, in_log) in zip(out[topic], good, strict=True):
+            headers = ([t.header for t in msg.transforms] if topic == "/tf" else
+                       [mk.header for mk in msg.markers] if topic == "/markers" else [msg.header])
+            assert log == in_log
+            assert all(stamp_ns(h) == stamp and h.frame_id == "cam" for h in headers)
+    assert [t.child_frame_id for t in out["/tf"][0][1].transforms] == ["eggbox_0", "can_0"]
+    det = out["/detections"][0][1].detections[0]
+    assert det.results[0].hypothesis.class_id == "eggbox" and det.id == "eggbox_0"
+    diag = {kv.key: kv.value for kv in out["/diagnostics"][0][1].status[0].values}
+    assert diag["frames_processed"] == "3" and diag["rejected_size"] == "1"
+    with Reader(tmp_path / "out") as r:
+        latched = next(c for c in r.connections if c.topic == "/label_info")
+        assert latched.ext.offered_qos_profiles[0].durability.name == "TRANSIENT_LOCAL"
+
+
+def test_bag_errors_name_the_bag_and_topic(tmp_path, store):
+    _write_input(tmp_path / "in", store, "mcap")
+    estimator = StubEstimator(estimator_config(PoseSettings()))
+    processor = FrameProcessor(m.rosbags_types(store), PoseSettings(), estimator.objects,
+                               estimator=estimator)
+    with pytest.raises(BagError, match=r"no topic '/nope'.*'/cam/image_raw'"):
+        process_bag(tmp_path / "in", tmp_path / "o1", processor, store, image_topic="/nope",
+                    info_topic=INFO)
+    with pytest.raises(BagError, match="'/cam/camera_info' has type sensor_msgs/msg/CameraInfo"):
+        process_bag(tmp_path / "in", tmp_path / "o2", processor, store, image_topic=INFO,
+                    info_topic=INFO)
+    with pytest.raises(BagError, match="cannot read bag"):
+        process_bag(tmp_path / "missing", tmp_path / "o3", processor, store, image_topic=IMAGE,
+                    info_topic=INFO)
+    with pytest.raises(BagError, match="exists already"):
+        process_bag(tmp_path / "in", tmp_path / "in", processor, store, image_topic=IMAGE,
+                    info_topic=INFO)
+
+
+def test_sample_bag_and_the_command(tmp_path, store, capsys):
+    """The shipped photographs -> a sample bag -> `pose6d bag` (stub estimator) -> poses."""
+    assert main(["bag", "--make-sample", "--out", str(tmp_path / "sample")]) == 0
+    assert (tmp_path / "sample" / "ATTRIBUTION.md").read_text().count("CC BY-SA 4.0")
+    sample = _read(tmp_path / "sample", store)
+    assert len(sample["/camera/image_raw"]) == len(sample["/camera/camera_info"]) == 5
+    img = sample["/camera/image_raw"][0][1]
+    assert (img.width, img.height, img.encoding) == (640, 480, "rgb8")
+    assert sample["/camera/camera_info"][0][1].k[0] == pytest.approx(572.4114)
+
+    params = tmp_path / "p.yaml"
+    params.write_text("/**:\n  ros__parameters:\n"
+                      "    estimator: test.ros.stubs:StubEstimator\n    tf_prefix: lmo/\n")
+    rc = main(["bag", str(tmp_path / "sample"), "--out", str(tmp_path / "out"),
+               "--params", str(params), "--storage", "sqlite3", "--debug-image",
+               "--namespace", "cam0"])
+    printed = capsys.readouterr().out
+    assert rc == 0, printed
+    assert "5 images, 5 processed, 10 instances" in printed
+    out = _read(tmp_path / "out", store)
+    assert len(out["/cam0/detections"]) == 5 and len(out["/cam0/debug_image"]) == 5
+    assert out["/tf"][0][1].transforms[0].child_frame_id == "lmo/eggbox_0"
+    for (_, det), (_, image) in zip(out["/cam0/detections"], sample["/camera/image_raw"],
+                                    strict=True):
+        assert stamp_ns(det.header) == stamp_ns(image.header)
+
+
+def test_command_reports_missing_weights(tmp_path, capsys):
+    make_sample_bag(sample_scene(), tmp_path / "sample", m.rosbags_typestore("humble"))
+    rc = main(["bag", str(tmp_path / "sample"), "--out", str(tmp_path / "out"),
+               "--coordnet-weights", str(tmp_path / "none.pt"),
+               "--detector-weights", str(tmp_path / "none_det.pt"), "--device", "cpu"])
+    err = capsys.readouterr().err
+    assert rc == 2 and "pose6d: error: bag:" in err and str(tmp_path) in err
+    assert not (tmp_path / "out").exists()
+
+
+def test_the_real_estimator_on_the_sample_bag(tmp_path, store, tiny_weights):
+    """The shipped photographs through the real Estimator (untrained weights: the poses are
+    meaningless, the interface and the stamps are what is checked)."""
+    detector, coordnet = tiny_weights
+    settings = settings_from_dict({"detector_weights": str(detector),
+                                   "coordnet_weights": str(coordnet), "device": "cpu",
+                                   "detection_score": 0.05, "min_inliers": 4})
+    estimator, error = load_estimator(settings)
+    assert error is None, error
+    processor = FrameProcessor(m.rosbags_types(store), settings, estimator.objects,
+                               estimator=estimator)
+    make_sample_bag(sample_scene(), tmp_path / "sample", store)
+    summary = process_bag(tmp_path / "sample", tmp_path / "out", processor, store,
+                          image_topic="/camera/image_raw", info_topic="/camera/camera_info")
+    assert summary.processed == 5, summary.rejected
+    out = _read(tmp_path / "out", store)
+    assert [stamp_ns(d.header) for _, d in out["/detections"]] == \
+        [stamp_ns(i.header) for _, i in out["/camera/image_raw"]]
+    for _, det in out["/detections"]:
+        assert all(0.0 <= d.results[0].hypothesis.score <= 1.0 for d in det.detections)

@@ -1,0 +1,237 @@
+"""The node's callback without rclpy: good frames, every bad input, drops and diagnostics."""
+
+import threading
+import time
+
+import numpy as np
+import pytest
+
+from pose6d_ros.ros import messages as m
+from pose6d_ros.ros.frame_processor import (
+    FrameOutputs,
+    FrameProcessor,
+    LatestSlot,
+    Rejected,
+    load_estimator,
+)
+from pose6d_ros.ros.parameters import PoseSettings, estimator_config, settings_from_dict
+from test.ros.stubs import StubEstimator, make_pose
+
+H, W = 48, 64
+K = np.array([[60.0, 0, 31.5], [0, 60, 23.5], [0, 0, 1]])
+
+
+@pytest.fixture(scope="module")
+def store():
+    return m.rosbags_typestore("humble")
+
+
+@pytest.fixture(scope="module")
+def types(store):
+    return m.rosbags_types(store)
+
+
+@pytest.fixture
+def estimator():
+    return StubEstimator(estimator_config(PoseSettings()))
+
+
+@pytest.fixture
+def processor(types, estimator):
+    return FrameProcessor(types, PoseSettings(), estimator.objects, estimator=estimator,
+                          image_topic="/cam/image", info_topic="/cam/camera_info")
+
+
+def pair(types, *, sec=10, nanosec=5, frame_id="cam", encoding="rgb8", size=(H, W), K=K,
+         info_size=None, info_frame=None):
+    h, w = size
+    hdr = types.Header(stamp=types.Time(sec=sec, nanosec=nanosec), frame_id=frame_id)
+    image = types.Image(header=hdr, height=h, width=w, encoding=encoding, step=3 * w,
+                        data=np.full(h * w * 3, 90, np.uint8))
+    ih, iw = info_size or size
+    info_hdr = types.Header(stamp=hdr.stamp, frame_id=info_frame or frame_id)
+    info = types.CameraInfo(header=info_hdr, height=ih, width=iw,
+                            k=np.asarray(K, np.float64).reshape(-1))
+    return image, info
+
+
+def test_good_frame_outputs_carry_the_image_header(types, processor, estimator):
+    out = processor.process(*pair(types, sec=77, nanosec=123))
+    assert isinstance(out, FrameOutputs)
+    for msg in (out.detections, out.pose_array, out.markers.markers[0], *out.tf.transforms):
+        assert (msg.header.stamp.sec, msg.header.stamp.nanosec, msg.header.frame_id) == \
+            (77, 123, "cam")
+    assert [d.id for d in out.detections.detections] == ["eggbox_0", "can_0"]
+    assert [t.child_frame_id for t in out.tf.transforms] == ["eggbox_0", "can_0"]
+    assert out.debug_image is None and out.class_poses == {}
+    shape, K_seen = estimator.calls[-1]
+    assert shape == (H, W, 3) and np.array_equal(K_seen, K)
+    assert processor.stats.processed == 1 and processor.stats.instances == 2
+
+
+def test_debug_image_only_when_asked(types, processor):
+    out = processor.process(*pair(types), debug_image=True)
+    img = out.debug_image
+    assert (img.height, img.width, img.encoding, img.header.frame_id) == (H, W, "rgb8", "cam")
+    drawn = np.asarray(img.data).reshape(H, W, 3)
+    assert (drawn != 90).any()  # the overlay changed pixels
+
+
+def test_switches_and_run_time_thresholds(types, processor, estimator):
+    processor.settings = settings_from_dict(
+        {"publish_tf": False, "publish_markers": False, "publish_per_class_poses": True,
+         "detection_score": 0.8, "min_inliers": 30, "max_instances": 3, "tf_prefix": "x/"})
+    out = processor.process(*pair(types))
+    assert out.tf is None and out.markers is None
+    assert len(out.class_poses["eggbox"].poses) == 1 and out.class_poses["ape"].poses == []
+    cfg = estimator.config
+    assert (cfg.detection_score, cfg.min_inliers, cfg.max_instances) == (0.8, 30, 3)
+
+
+def test_input_scale_resizes_image_and_intrinsics(types, processor, estimator):
+    processor.settings = settings_from_dict({"input_scale": 0.5})
+    out = processor.process(*pair(types))
+    shape, K_seen = estimator.calls[-1]
+    assert shape == (H // 2, W // 2, 3)
+    # Pixel centres kept: u' = (u + 0.5) / 2 - 0.5.
+    assert np.allclose(K_seen, [[30, 0, 15.5], [0, 30, 11.5], [0, 0, 1]])
+    # Poses are metric: the published ones do not depend on the resize.
+    assert np.allclose(out.poses[0].t, estimator.poses[0].t)
+
+
+def test_instance_index_and_symmetry_stable_over_frames(types, processor, estimator):
+    egg = processor.objects[processor.objects.index_of_name("eggbox")]
+    S = egg.symmetries_discrete[0]
+    R0 = np.eye(3)
+    published = []
+    for f in range(4):
+        R = R0 @ (S[:3, :3] if f % 2 else np.eye(3))  # the raw estimate flips every frame
+        t = np.array([0.05, -0.02, 0.8]) + R @ (S[:3, 3] if f % 2 else np.zeros(3))
+        estimator.poses = [make_pose(estimator.objects, "eggbox", t, R=R)]
+        out = processor.process(*pair(types, nanosec=f))
+        published.append(out.poses[0])
+    assert {p.instance for p in published} == {0}
+    assert all(np.allclose(p.R, published[0].R, atol=1e-9) for p in published)
+
+
+# ---- bad inputs: reported, counted, and the next good frame still works ----------------
+
+def _bad_cases(types):
+    image, info = pair(types)
+    image.encoding = "yuv422"
+    yield "encoding", (image, info), ["'yuv422'", "/cam/image"]
+    yield "intrinsics", pair(types, K=np.zeros((3, 3))), ["/cam/camera_info K"]
+    yield "size", pair(types, info_size=(480, 640)), ["64x48", "640x480"]
+    yield "frame_id", pair(types, info_frame="other"), ["'cam'", "'other'"]
+    yield "empty", pair(types, size=(0, 0)), ["empty"]
+
+
+@pytest.mark.parametrize("case", ["encoding", "intrinsics", "size", "frame_id", "empty"])
+def test_bad_frames_are_rejected_counted_and_survived(types, processor, estimator, case):
+    kind, (image, info), words = next(c for c in _bad_cases(types) if c[0] == case)
+    calls = len(estimator.calls)
+    out = processor.process(image, info)
+    assert isinstance(out, Rejected) and out.kind == kind
+    assert all(w in out.reason for w in words), out.reason
+    assert len(estimator.calls) == calls  # never reached the estimator
+    assert processor.stats.rejected[kind] == 1 and processor.stats.last_error == out.reason
+    diag = processor.diagnostics(types.Header(stamp=types.Time(sec=1, nanosec=0), frame_id=""))
+    status = diag.status[0]
+    assert status.level == 1 and out.reason in status.message
+    values = {kv.key: kv.value for kv in status.values}
+    assert values["frames_rejected"] == "1" and values[f"rejected_{kind}"] == "1"
+    assert isinstance(processor.process(*pair(types)), FrameOutputs)
+    assert processor.diagnostics(diag.header).status[0].level == 0
+
+
+def test_nan_poses_are_dropped_and_counted(types, processor, estimator):
+    good = make_pose(estimator.objects, "duck", [0.0, 0.0, 0.5])
+    estimator.poses = [make_pose(estimator.objects, "can", [np.nan, 0, 1]),
+                       make_pose(estimator.objects, "ape", [0, 0, 1], R=np.full((3, 3), np.nan)),
+                       make_pose(estimator.objects, "cat", [0, 0, 1], score=float("nan")), good]
+    out = processor.process(*pair(types))
+    assert [d.id for d in out.detections.detections] == ["duck_0"]
+    assert len(out.pose_array.poses) == 1 and len(out.tf.transforms) == 1
+    assert processor.stats.nan_poses == 3
+    values = processor.stats.values()
+    assert values["nan_poses_dropped"] == "3" and values["frames_processed"] == "1"
+
+
+def test_estimator_exception_is_reported_not_raised(types, processor, estimator):
+    estimator.error = RuntimeError("CUDA out of memory")
+    out = processor.process(*pair(types))
+    assert isinstance(out, Rejected) and out.kind == "estimator"
+    assert "RuntimeError: CUDA out of memory" in out.reason
+    estimator.error = None
+    assert isinstance(processor.process(*pair(types)), FrameOutputs)
+
+
+def test_missing_weights_at_start_up(types, tmp_path):
+    """The real Estimator with missing weights: a clear error naming the file, no exception;
+    the processor rejects frames, diagnostics say ERROR with the file, until weights come."""
+    missing = tmp_path / "nowhere" / "coordnet.pt"
+    settings = settings_from_dict({"detector_weights": str(tmp_path / "nowhere" / "det.pt"),
+                                   "coordnet_weights": str(missing), "device": "cpu"})
+    estimator, error = load_estimator(settings)
+    assert estimator is None
+    assert str(tmp_path / "nowhere") in error and "WeightsError" in error
+    stub = StubEstimator(estimator_config(settings))
+    processor = FrameProcessor(types, settings, stub.objects, estimator=None,
+                               estimator_error=error)
+    out = processor.process(*pair(types))
+    assert isinstance(out, Rejected) and out.kind == "no_estimator" and error in out.reason
+    status = processor.diagnostics(types.Header(stamp=types.Time(sec=0, nanosec=0),
+                                                frame_id="")).status[0]
+    assert status.level == 2 and str(tmp_path / "nowhere") in status.message
+    assert processor.object_info().data  # metadata still available
+    processor.set_estimator(stub)
+    assert isinstance(processor.process(*pair(types)), FrameOutputs)
+    assert processor.diagnostics(types.Header(stamp=types.Time(sec=0, nanosec=0),
+                                              frame_id="")).status[0].level == 0
+
+
+def test_bad_estimator_class_is_reported():
+    estimator, error = load_estimator(settings_from_dict({"estimator": "no_such_module:X"}))
+    assert estimator is None and "no_such_module" in error
+
+
+# ---- the newest-frame slot ---------------------------------------------------------------
+
+def test_slot_keeps_the_newest_and_counts_drops():
+    slot: LatestSlot[int] = LatestSlot()
+    assert slot.take(timeout=0.01) is None
+    assert slot.put(1) is False
+    assert slot.put(2) is True and slot.put(3) is True
+    assert slot.take() == 3 and slot.dropped == 2
+    assert slot.take(timeout=0.01) is None
+    slot.close()
+    assert slot.take() is None and slot.closed
+
+
+def test_slot_with_a_slow_consumer_never_queues():
+    slot: LatestSlot[int] = LatestSlot()
+    got: list[int] = []
+
+    def consume():
+        while (item := slot.take(timeout=1.0)) is not None:
+            got.append(item)
+            time.sleep(0.02)  # slower than the producer
+
+    worker = threading.Thread(target=consume)
+    worker.start()
+    for i in range(50):
+        slot.put(i)
+        time.sleep(0.002)
+    time.sleep(0.1)
+    slot.close()
+    worker.join(5)
+    assert got == sorted(got) and got[-1] == 49
+    assert len(got) + slot.dropped == 50 and slot.dropped > 0
+
+
+def test_output_failure_is_reported_not_raised(types, processor, estimator):
+    bad = make_pose(estimator.objects, "duck", [0, 0, 1])
+    bad.label = 99  # an object the catalog does not know
+    estimator.poses = [bad]
+    out = processor.process(*pair(types))
+    assert isinstance(out, Rejected) and out.kind == "output" and "IndexError" in out.reason

@@ -1,0 +1,178 @@
+"""launch_testing: pose.launch.py starts pose_node; images in; every output topic and the TF
+tree checked, and a bad frame reported while the node keeps running.
+
+Needs ROS 2 (Humble/Jazzy) with pose6d_ros built (`colcon test`); skipped cleanly without.
+The node runs the stub estimator of test/ros/stubs.py (parameter `estimator`): no weights
+are needed, and the poses to expect are known.
+"""
+
+import array
+import json
+import os
+import tempfile
+import time
+import unittest
+from pathlib import Path
+
+import pytest
+
+pytest.importorskip("launch_testing")  # without it pytest collects this module plainly
+import launch_testing  # launch_testing brings launch along
+import launch_testing.actions
+import launch_testing.asserts
+from launch.launch_description import LaunchDescription
+
+REPO = Path(__file__).resolve().parents[2]
+NAMESPACE = "pose_test"
+FRAME = "test_cam"
+H, W = 48, 64
+try:
+    import rclpy
+    import tf2_ros
+    from ament_index_python.packages import get_package_share_directory
+    from diagnostic_msgs.msg import DiagnosticArray
+    from geometry_msgs.msg import PoseArray
+    from launch.actions import IncludeLaunchDescription, SetEnvironmentVariable
+    from launch.launch_description_sources import PythonLaunchDescriptionSource
+    from rclpy.qos import DurabilityPolicy, QoSProfile, ReliabilityPolicy
+    from rclpy.time import Time
+    from sensor_msgs.msg import CameraInfo, Image
+    from std_msgs.msg import String
+    from vision_msgs.msg import Detection3DArray, LabelInfo
+    from visualization_msgs.msg import MarkerArray
+
+    SHARE = Path(get_package_share_directory("pose6d_ros"))
+    SKIP = None
+except Exception as exc:  # any missing piece: the tests below skip, naming it
+    SKIP = f"needs ROS 2 and a built pose6d_ros: {type(exc).__name__}: {exc}"
+
+
+@pytest.mark.launch_test
+def generate_test_description():
+    """pose.launch.py (namespace, remapped inputs, the stub estimator), then ReadyToTest."""
+    if SKIP:
+        return LaunchDescription([launch_testing.actions.ReadyToTest()])
+    params = Path(tempfile.mkdtemp()) / "pose_test.yaml"
+    params.write_text("/**:\n  ros__parameters:\n    estimator: test.ros.stubs:StubEstimator\n"
+                      "    tf_prefix: t/\n    marker_lifetime: 2.0\n")
+    pythonpath = os.pathsep.join([str(REPO), os.environ.get("PYTHONPATH", "")])
+    launch = IncludeLaunchDescription(
+        PythonLaunchDescriptionSource(str(SHARE / "launch" / "pose.launch.py")),
+        launch_arguments={"namespace": NAMESPACE, "image_topic": "/test/image",
+                          "camera_info_topic": "/test/camera_info", "device": "cpu",
+                          "config_file": str(params), "use_rviz": "false"}.items())
+    return LaunchDescription([SetEnvironmentVariable("PYTHONPATH", pythonpath), launch,
+                              launch_testing.actions.ReadyToTest()])
+
+
+class TestPoseNode(unittest.TestCase):
+    """Talks to the launched node from a test node."""
+
+    @classmethod
+    def setUpClass(cls):
+        if SKIP:
+            raise unittest.SkipTest(SKIP)
+        rclpy.init()
+
+    @classmethod
+    def tearDownClass(cls):
+        rclpy.try_shutdown()
+
+    def setUp(self):
+        self.node = rclpy.create_node("pose_launch_test")
+        self.got: dict[str, list] = {}
+        latched = QoSProfile(depth=1, durability=DurabilityPolicy.TRANSIENT_LOCAL,
+                             reliability=ReliabilityPolicy.RELIABLE)
+        for topic, kind, qos in [("detections", Detection3DArray, 10), ("poses", PoseArray, 10),
+                                 ("markers", MarkerArray, 10), ("debug_image", Image, 10),
+                                 ("label_info", LabelInfo, latched),
+                                 ("object_info", String, latched),
+                                 ("/diagnostics", DiagnosticArray, 10)]:
+            name = topic if topic.startswith("/") else f"/{NAMESPACE}/{topic}"
+            self.node.create_subscription(kind, name, self._store(topic), qos)
+        self.pub_image = self.node.create_publisher(Image, "/test/image", 10)
+        self.pub_info = self.node.create_publisher(CameraInfo, "/test/camera_info", 10)
+        self.tf_buffer = tf2_ros.Buffer()
+        self.tf_listener = tf2_ros.TransformListener(self.tf_buffer, self.node)
+        self.sent: list = []
+
+    def tearDown(self):
+        self.node.destroy_node()
+
+    def _store(self, topic):
+        return lambda msg: self.got.setdefault(topic, []).append(msg)
+
+    def _publish(self, encoding="rgb8"):
+        stamp = self.node.get_clock().now().to_msg()
+        image = Image(height=H, width=W, encoding=encoding, step=3 * W,
+                      data=array.array("B", bytes(range(256)) * (H * W * 3 // 256)))
+        image.header.stamp, image.header.frame_id = stamp, FRAME
+        info = CameraInfo(height=H, width=W, k=[60.0, 0.0, 31.5, 0.0, 60.0, 23.5, 0.0, 0.0, 1.0])
+        info.header.stamp, info.header.frame_id = stamp, FRAME
+        self.pub_image.publish(image)
+        self.pub_info.publish(info)
+        self.sent.append((stamp.sec, stamp.nanosec))
+
+    def _spin_until(self, done, timeout=30.0, encoding="rgb8"):
+        end, next_frame = time.monotonic() + timeout, 0.0
+        while time.monotonic() < end and not done():
+            if time.monotonic() > next_frame:
+                self._publish(encoding)
+                next_frame = time.monotonic() + 0.2
+            rclpy.spin_once(self.node, timeout_sec=0.05)
+        return done()
+
+    def test_every_output(self):
+        topics = ["detections", "poses", "markers", "debug_image", "label_info", "object_info"]
+        ok = self._spin_until(lambda: all(self.got.get(t) for t in topics)
+                              and self.tf_buffer.can_transform(FRAME, "t/eggbox_0",
+                                                               Time()))
+        self.assertTrue(ok, f"received only {sorted(self.got)}")
+        det = self.got["detections"][-1]
+        self.assertIn((det.header.stamp.sec, det.header.stamp.nanosec), self.sent)
+        self.assertEqual(det.header.frame_id, FRAME)
+        self.assertEqual([d.id for d in det.detections], ["eggbox_0", "can_0"])
+        for d in det.detections:
+            self.assertTrue(0.0 <= d.results[0].hypothesis.score <= 1.0)
+            self.assertGreater(d.bbox.size.x, 0.0)
+        self.assertEqual(det.detections[0].results[0].hypothesis.class_id, "eggbox")
+        self.assertEqual(len(self.got["poses"][-1].poses), 2)
+        marker = self.got["markers"][-1].markers[0]
+        self.assertTrue(marker.mesh_resource.startswith("package://pose6d_ros/models/"))
+        self.assertEqual(marker.header.frame_id, FRAME)
+        image = self.got["debug_image"][-1]
+        self.assertEqual((image.height, image.width, image.encoding), (H, W, "rgb8"))
+        tf = self.tf_buffer.lookup_transform(FRAME, "t/eggbox_0", Time())
+        v = tf.transform.translation
+        self.assertAlmostEqual(v.z, 0.8, places=6)
+        self.assertTrue(self.tf_buffer.can_transform(FRAME, "t/can_0", Time()))
+        names = {c.class_name for c in self.got["label_info"][-1].class_map}
+        self.assertIn("eggbox", names)
+        info = json.loads(self.got["object_info"][-1].data)
+        self.assertEqual(info["tf_frame"], "t/<name>_<index>")
+        self.assertTrue(self._spin_until(lambda: any(
+            s.name == "pose6d_ros: pose_node" and s.level == s.OK
+            for a in self.got.get("/diagnostics", []) for s in a.status)))
+
+    def test_bad_frames_are_reported_and_the_node_keeps_running(self):
+        def reported():
+            for a in self.got.get("/diagnostics", []):
+                for s in a.status:
+                    values = {kv.key: kv.value for kv in s.values}
+                    if int(values.get("rejected_encoding", "0")) > 0:
+                        return True
+            return False
+
+        self.assertTrue(self._spin_until(reported, encoding="yuv422"))
+        self.got.pop("detections", None)
+        self.assertTrue(self._spin_until(lambda: self.got.get("detections")))
+
+
+@launch_testing.post_shutdown_test()
+class TestShutdown(unittest.TestCase):
+    """The node exits cleanly when the launch ends."""
+
+    def test_exit_codes(self, proc_info):
+        if SKIP:
+            self.skipTest(SKIP)
+        launch_testing.asserts.assertExitCodes(proc_info, allowable_exit_codes=[0, -2, -15])
