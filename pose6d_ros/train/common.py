@@ -1,10 +1,11 @@
 """What every training loop shares: the device and process group, the learning-rate
-schedule, and atomic checkpoint writes."""
+schedule, atomic checkpoint writes and the loop itself (`TrainLoop`)."""
 
 from __future__ import annotations
 
 import math
 import os
+import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -57,3 +58,89 @@ def save_atomic(path: str | Path, write: Callable[[Path], None]) -> None:
     tmp = path.with_name(f".{path.name}.tmp")
     write(tmp)
     os.replace(tmp, path)
+
+
+class TrainLoop:
+    """The loop both trainers run: epochs over a (distributed) random sampler, clipped
+    optimiser steps, the CSV log and progress bar, periodic checkpoints and plots.
+
+    A subclass sets `cfg` (seed, batch_size, workers, log_every, checkpoint_every),
+    `dataset`, `net` (the bare module), `model` (what is called, maybe DDP-wrapped),
+    `opt`, `sched`, `world`, `rank`, `device`, `out`, `log` (rank 0), `step`, `epoch`,
+    `total_steps`, and implements `losses`, `save_checkpoint` and `plot`.
+    """
+
+    name = "train"  # progress-bar label
+    final_name = "weights.pt"  # final weights file in the run folder
+    clip_grad = 5.0
+    collate_fn: Callable | None = None
+
+    def losses(self, batch: object) -> dict[str, torch.Tensor]:
+        """Every loss term of one batch (scalars) plus the total under "loss"."""
+        raise NotImplementedError
+
+    def save_checkpoint(self, path: Path, *, final: bool) -> None:
+        """Write the weights (and, unless `final`, the optimiser state) to `path`."""
+        raise NotImplementedError
+
+    def plot(self) -> None:
+        """Redraw the run's loss curves."""
+        raise NotImplementedError
+
+    def _save(self, name: str, *, final: bool = False) -> None:
+        if self.rank == 0:
+            save_atomic(self.out / name, lambda tmp: self.save_checkpoint(tmp, final=final))
+
+    def run(self) -> Path:
+        """Train to the configured length; returns the final weights' path."""
+        from torch.utils.data import DataLoader, DistributedSampler, RandomSampler
+        from tqdm import tqdm
+
+        cfg = self.cfg
+        bar = tqdm(total=self.total_steps, initial=self.step, unit="step", desc=self.name,
+                   disable=not self.progress or self.rank != 0)
+        start = time.perf_counter()
+        self.model.train()
+        while self.step < self.total_steps:
+            if self.world > 1:
+                sampler = DistributedSampler(self.dataset, seed=cfg.seed, drop_last=True)
+                sampler.set_epoch(self.epoch)
+            else:
+                sampler = RandomSampler(self.dataset, generator=torch.Generator().manual_seed(
+                    cfg.seed + self.epoch))
+            loader = DataLoader(self.dataset, batch_size=cfg.batch_size, sampler=sampler,
+                                num_workers=cfg.workers, drop_last=True,
+                                collate_fn=self.collate_fn,
+                                pin_memory=self.device.type == "cuda")
+            for batch in loader:
+                terms = self.losses(batch)
+                self.opt.zero_grad(set_to_none=True)
+                terms["loss"].backward()
+                torch.nn.utils.clip_grad_norm_(self.net.parameters(), self.clip_grad)
+                self.opt.step()
+                self.sched.step()
+                self.step += 1
+                bar.update(1)
+                if self.rank == 0 and (self.step % cfg.log_every == 0
+                                       or self.step == self.total_steps):
+                    row = {k: float(v.detach()) for k, v in terms.items()}
+                    row.update(step=self.step, epoch=self.epoch,
+                               lr=self.sched.get_last_lr()[0],
+                               seconds=time.perf_counter() - start)
+                    self.log.write(row)
+                    bar.set_postfix(loss=f"{row['loss']:.4f}")
+                if self.step % cfg.checkpoint_every == 0:
+                    self._save("last.pt")
+                    if self.rank == 0:
+                        self.plot()
+                if self.step >= self.total_steps:
+                    break
+            self.epoch += 1
+        bar.close()
+        self._save("last.pt")
+        self._save(self.final_name, final=True)
+        if self.rank == 0:
+            self.plot()
+        if self.world > 1:
+            torch.distributed.barrier()
+        return self.out / self.final_name

@@ -9,7 +9,6 @@ weights), `log.csv`, `losses.png`, `config.yaml`.
 
 from __future__ import annotations
 
-import time
 from dataclasses import asdict, dataclass, fields
 from pathlib import Path
 from typing import Any
@@ -18,7 +17,6 @@ import numpy as np
 import torch
 import yaml
 from torch import Tensor
-from torch.utils.data import DataLoader, DistributedSampler, RandomSampler
 
 from pose6d_ros.core.objects import ObjectRegistry, load_objects
 from pose6d_ros.core.rotations import ray_rotation, rotation_grid
@@ -40,7 +38,7 @@ from pose6d_ros.nets.losses import (
     transformer_loss,
 )
 from pose6d_ros.pnp.bpnp import bpnp
-from pose6d_ros.train.common import init_process, save_atomic, warmup_cosine
+from pose6d_ros.train.common import TrainLoop, init_process, warmup_cosine
 from pose6d_ros.train.logs import CsvLog, plot_curves
 
 LOG_FIELDS = ["step", "epoch", "lr", "loss", "xyz", "error", "mask", "rot", "proj", "proj_ok",
@@ -96,8 +94,10 @@ def _mesh_points(objects: ObjectRegistry, count: int, seed: int) -> Tensor:
     return torch.from_numpy(np.stack(out))
 
 
-class CoordTrainer:
+class CoordTrainer(TrainLoop):
     """One training run; `run()` trains, checkpoints and logs."""
+
+    name, final_name = "train coords", "coordnet.pt"
 
     def __init__(self, cfg: CoordTrainConfig, *, resume: bool = False,
                  progress: bool = True) -> None:
@@ -155,13 +155,6 @@ class CoordTrainer:
         self.sched.load_state_dict(ckpt["scheduler"])
         self.step, self.epoch = int(ckpt["step"]), int(ckpt["epoch"])
 
-    def _save(self, name: str) -> None:
-        if self.rank != 0:
-            return
-        save_atomic(self.out / name, lambda tmp: save_checkpoint(
-            tmp, self.net, optimizer=self.opt.state_dict(), scheduler=self.sched.state_dict(),
-            step=self.step, epoch=self.epoch))
-
     def losses(self, batch: dict[str, Tensor]) -> dict[str, Tensor]:
         """Every loss term of one batch (scalars) plus the weighted total under "loss"."""
         cfg, dev = self.cfg, self.device
@@ -212,63 +205,19 @@ class CoordTrainer:
         loss = (per * ok).sum() / ok.sum().clamp_min(1)
         return loss.float(), ok.float().mean()
 
-    def run(self) -> Path:
-        """Train to the configured length; returns the final weights' path."""
-        cfg = self.cfg
-        from tqdm import tqdm
+    def save_checkpoint(self, path: Path, *, final: bool) -> None:
+        """Weights (final) or weights + optimiser state + counters (resumable)."""
+        if final:
+            save_checkpoint(path, self.net, step=self.step)
+        else:
+            save_checkpoint(path, self.net, optimizer=self.opt.state_dict(),
+                            scheduler=self.sched.state_dict(), step=self.step, epoch=self.epoch)
 
-        bar = tqdm(total=self.total_steps, initial=self.step, unit="step", desc="train coords",
-                   disable=not self.progress or self.rank != 0)
-        start = time.perf_counter()
-        self.model.train()
-        while self.step < self.total_steps:
-            sampler = (DistributedSampler(self.dataset, seed=cfg.seed, drop_last=True)
-                       if self.world > 1 else
-                       RandomSampler(self.dataset, generator=torch.Generator().manual_seed(
-                           cfg.seed + self.epoch)))
-            if self.world > 1:
-                sampler.set_epoch(self.epoch)
-            loader = DataLoader(self.dataset, batch_size=cfg.batch_size, sampler=sampler,
-                                num_workers=cfg.workers, drop_last=True,
-                                pin_memory=self.device.type == "cuda",
-                                persistent_workers=False)
-            for batch in loader:
-                terms = self.losses(batch)
-                self.opt.zero_grad(set_to_none=True)
-                terms["loss"].backward()
-                torch.nn.utils.clip_grad_norm_(self.net.parameters(), 5.0)
-                self.opt.step()
-                self.sched.step()
-                self.step += 1
-                bar.update(1)
-                if self.rank == 0 and (self.step % cfg.log_every == 0
-                                       or self.step == self.total_steps):
-                    row = {k: float(v.detach()) for k, v in terms.items()}
-                    row.update(step=self.step, epoch=self.epoch,
-                               lr=self.sched.get_last_lr()[0],
-                               seconds=time.perf_counter() - start)
-                    self.log.write(row)
-                    bar.set_postfix(loss=f"{row['loss']:.4f}")
-                if self.step % cfg.checkpoint_every == 0:
-                    self._save("last.pt")
-                    self._plot()
-                if self.step >= self.total_steps:
-                    break
-            self.epoch += 1
-        bar.close()
-        self._save("last.pt")
-        if self.rank == 0:
-            save_checkpoint(self.out / "coordnet.pt", self.net, step=self.step)
-            self._plot()
-        if self.world > 1:
-            torch.distributed.barrier()
-        return self.out / "coordnet.pt"
-
-    def _plot(self) -> None:
-        if self.rank == 0:
-            plot_curves(self.out / "log.csv", self.out / "losses.png",
-                        curves=["loss", "xyz", "error", "mask", "rot", "proj", "lr"],
-                        title=f"CoordNet ({self.cfg.encoder}) {self.out.name}")
+    def plot(self) -> None:
+        """losses.png from log.csv."""
+        plot_curves(self.out / "log.csv", self.out / "losses.png",
+                    curves=["loss", "xyz", "error", "mask", "rot", "proj", "lr"],
+                    title=f"CoordNet ({self.cfg.encoder}) {self.out.name}")
 
 
 def config_from(values: dict[str, Any]) -> CoordTrainConfig:

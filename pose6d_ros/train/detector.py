@@ -11,7 +11,6 @@ object is a different, chiral object.
 
 from __future__ import annotations
 
-import time
 from dataclasses import asdict, dataclass, fields
 from pathlib import Path
 from typing import Any
@@ -19,7 +18,6 @@ from typing import Any
 import torch
 import yaml
 from torch import Tensor, nn
-from torch.utils.data import DataLoader, DistributedSampler, RandomSampler
 
 from pose6d_ros.core.objects import load_objects
 from pose6d_ros.data.datasets import DetectionDataset
@@ -31,7 +29,7 @@ from pose6d_ros.nets.detector import (
     run_detector,
     save_detector,
 )
-from pose6d_ros.train.common import init_process, save_atomic, warmup_cosine
+from pose6d_ros.train.common import TrainLoop, init_process, warmup_cosine
 from pose6d_ros.train.logs import CsvLog, plot_curves
 
 LOSS_TERMS = ["loss_classifier", "loss_box_reg", "loss_mask", "loss_objectness",
@@ -100,12 +98,16 @@ class _Losses(nn.Module):
         return run_detector(self.net, images, targets, amp=self.amp)
 
 
-class DetectorTrainer:
+class DetectorTrainer(TrainLoop):
     """One training run; `run()` trains, checkpoints and logs."""
+
+    name, final_name = "train detector", "detector.pt"
+    collate_fn = staticmethod(collate)
 
     def __init__(self, cfg: DetectorTrainConfig, *, resume: bool = False,
                  progress: bool = True) -> None:
         self.cfg, self.progress = cfg, progress
+        self.clip_grad = cfg.clip_grad
         proc = init_process(cfg.device)
         self.world, self.rank, self.device = proc.world, proc.rank, proc.device
         torch.manual_seed(cfg.seed + self.rank)
@@ -160,13 +162,6 @@ class DetectorTrainer:
                                f"{exc}") from exc
         self.step, self.epoch = int(ckpt["step"]), int(ckpt["epoch"])
 
-    def _save(self, name: str) -> None:
-        if self.rank != 0:
-            return
-        save_atomic(self.out / name, lambda tmp: save_detector(
-            tmp, self.net, self.net_config, optimizer=self.opt.state_dict(),
-            scheduler=self.sched.state_dict(), step=self.step, epoch=self.epoch))
-
     def losses(self, batch: tuple[list[Tensor], list[dict[str, Tensor]]]
                ) -> dict[str, Tensor]:
         """Every loss term of one batch (scalars) plus their sum under "loss"."""
@@ -178,64 +173,19 @@ class DetectorTrainer:
         terms["loss"] = sum(terms[k] for k in LOSS_TERMS)
         return terms
 
-    def run(self) -> Path:
-        """Train to the configured length; returns the final weights' path."""
-        cfg = self.cfg
-        from tqdm import tqdm
+    def save_checkpoint(self, path: Path, *, final: bool) -> None:
+        """Weights (final) or weights + optimiser state + counters (resumable)."""
+        if final:
+            save_detector(path, self.net, self.net_config, step=self.step)
+        else:
+            save_detector(path, self.net, self.net_config, optimizer=self.opt.state_dict(),
+                          scheduler=self.sched.state_dict(), step=self.step, epoch=self.epoch)
 
-        bar = tqdm(total=self.total_steps, initial=self.step, unit="step",
-                   desc="train detector", disable=not self.progress or self.rank != 0)
-        start = time.perf_counter()
-        self.net.train()
-        while self.step < self.total_steps:
-            sampler = (DistributedSampler(self.dataset, seed=cfg.seed, drop_last=True)
-                       if self.world > 1 else
-                       RandomSampler(self.dataset, generator=torch.Generator().manual_seed(
-                           cfg.seed + self.epoch)))
-            if self.world > 1:
-                sampler.set_epoch(self.epoch)
-            loader = DataLoader(self.dataset, batch_size=cfg.batch_size, sampler=sampler,
-                                num_workers=cfg.workers, drop_last=True, collate_fn=collate,
-                                pin_memory=self.device.type == "cuda",
-                                persistent_workers=False)
-            for batch in loader:
-                terms = self.losses(batch)
-                self.opt.zero_grad(set_to_none=True)
-                terms["loss"].backward()
-                torch.nn.utils.clip_grad_norm_(self.net.parameters(), cfg.clip_grad)
-                self.opt.step()
-                self.sched.step()
-                self.step += 1
-                bar.update(1)
-                if self.rank == 0 and (self.step % cfg.log_every == 0
-                                       or self.step == self.total_steps):
-                    row = {k: float(v.detach()) for k, v in terms.items()}
-                    row.update(step=self.step, epoch=self.epoch,
-                               lr=self.sched.get_last_lr()[0],
-                               seconds=time.perf_counter() - start)
-                    self.log.write(row)
-                    bar.set_postfix(loss=f"{row['loss']:.4f}")
-                if self.step % cfg.checkpoint_every == 0:
-                    self._save("last.pt")
-                    self._plot()
-                if self.step >= self.total_steps:
-                    break
-            self.epoch += 1
-        bar.close()
-        self._save("last.pt")
-        if self.rank == 0:
-            save_atomic(self.out / "detector.pt", lambda tmp: save_detector(
-                tmp, self.net, self.net_config, step=self.step))
-            self._plot()
-        if self.world > 1:
-            torch.distributed.barrier()
-        return self.out / "detector.pt"
-
-    def _plot(self) -> None:
-        if self.rank == 0:
-            plot_curves(self.out / "log.csv", self.out / "losses.png",
-                        curves=["loss", *LOSS_TERMS, "lr"],
-                        title=f"Mask R-CNN ({self.cfg.backbone}) {self.out.name}")
+    def plot(self) -> None:
+        """losses.png from log.csv."""
+        plot_curves(self.out / "log.csv", self.out / "losses.png",
+                    curves=["loss", *LOSS_TERMS, "lr"],
+                    title=f"Mask R-CNN ({self.cfg.backbone}) {self.out.name}")
 
 
 def config_from(values: dict[str, Any]) -> DetectorTrainConfig:
