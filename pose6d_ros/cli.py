@@ -9,6 +9,10 @@ from pathlib import Path
 import yaml
 
 
+class UsageError(ValueError):
+    """A bad command line or settings file (exit status 2)."""
+
+
 def _cmd_demo(args: argparse.Namespace) -> int:
     if args.pnp:
         return _demo_pnp(args)
@@ -89,6 +93,50 @@ def _cmd_bench_pnp(args: argparse.Namespace) -> int:
     return 0
 
 
+def _cmd_bench_pipeline(args: argparse.Namespace) -> int:
+    import torch
+
+    from pose6d_ros.core.paths import default_objects_yaml, default_weights
+    from pose6d_ros.eval import bench_pipeline
+    from pose6d_ros.pipeline import Estimator, EstimatorConfig
+
+    weights = {}
+    for kind in ("detector", "coordnet"):
+        path = getattr(args, kind) or default_weights(kind)
+        if not Path(path).is_file():
+            print(f"pose6d: error: {path}: no such {kind} weights file"
+                  + ("" if getattr(args, kind) else f" (not shipped in this checkout; give "
+                     f"--{kind} W.pt)"), file=sys.stderr)
+            return 2
+        weights[kind] = str(path)
+    device = args.device or ("cuda" if torch.cuda.is_available() else "cpu")
+    est = Estimator(EstimatorConfig(objects=str(default_objects_yaml()),
+                                    detector_weights=weights["detector"],
+                                    coordnet_weights=weights["coordnet"], device=device))
+
+    def show(row: dict) -> None:
+        if args.json:
+            print(json.dumps(row), flush=True)
+
+    rows = bench_pipeline.run(est, args.objects_per_image, repeats=args.repeats,
+                              warmup=args.warmup, progress=show)
+    if args.plot:
+        bench_pipeline.plot(rows, args.plot)
+    if args.json:
+        return 0
+    r = rows[0]
+    print(f"pose6d bench pipeline: {r['image']} {r['frame']}, device {r['device']}, CoordNet "
+          f"{r['coordnet']}, median ms of {args.repeats} frames ({args.warmup} warm-up); "
+          "baseline: per-object loop, cv2 crops, OpenCV PnP")
+    print("\n".join(bench_pipeline.table(rows)))
+    mem = (f"peak CUDA memory (max allocated) {r['peak_cuda_mb']:.0f} MiB optimised, "
+           f"{r['baseline_peak_cuda_mb']:.0f} MiB baseline; " if "peak_cuda_mb" in r else "")
+    print(f"{mem}peak process RSS {max(x['peak_rss_mb'] for x in rows):.0f} MiB")
+    if args.plot:
+        print(f"written: {args.plot}")
+    return 0
+
+
 def _cmd_synth(args: argparse.Namespace) -> int:
     from pose6d_ros.core.paths import default_objects_yaml
     from pose6d_ros.data.scenes import SynthConfig
@@ -123,51 +171,40 @@ def _cmd_bench_synth(args: argparse.Namespace) -> int:
     return 0
 
 
-def _cmd_train_coords(args: argparse.Namespace) -> int:
+def _train_config(args: argparse.Namespace, config_cls: type, config_from, what: str):
+    """A training config from `--config` YAML overridden by the flags; paths as strings.
+    Raises UsageError naming the file or setting."""
     from pose6d_ros.core.paths import default_objects_yaml
-    from pose6d_ros.train.coords import CoordTrainConfig, CoordTrainer, config_from
 
     values: dict = {}
     if args.config:
         values = yaml.safe_load(args.config.read_text()) or {}
-        unknown = sorted(set(values) - CoordTrainConfig.fields_())
+        unknown = sorted(set(values) - config_cls.fields_())
         if unknown:
-            print(f"pose6d: error: {args.config}: unknown setting(s) {unknown}", file=sys.stderr)
-            return 2
-    flags = {k: v for k, v in vars(args).items() if k in CoordTrainConfig.fields_()}
+            raise UsageError(f"{args.config}: unknown setting(s) {unknown}")
+    flags = {k: v for k, v in vars(args).items() if k in config_cls.fields_()}
     values.update({k: v for k, v in flags.items() if v is not None})
     values.setdefault("objects", str(default_objects_yaml()))
-    for key in ("data", "objects", "out", "init_encoder"):
-        if values.get(key) is not None:
-            values[key] = str(values[key])
-    weights = CoordTrainer(config_from(values), resume=args.resume,
-                           progress=not args.quiet).run()
+    values = {k: str(v) if isinstance(v, Path) else v for k, v in values.items()}
+    try:
+        return config_from(values)
+    except (TypeError, ValueError) as exc:
+        raise UsageError(f"train {what}: {exc}") from exc
+
+
+def _cmd_train_coords(args: argparse.Namespace) -> int:
+    from pose6d_ros.train.coords import CoordTrainConfig, CoordTrainer, config_from
+
+    cfg = _train_config(args, CoordTrainConfig, config_from, "coords")
+    weights = CoordTrainer(cfg, resume=args.resume, progress=not args.quiet).run()
     print(f"train coords: weights {weights}")
     return 0
 
 
 def _cmd_train_detector(args: argparse.Namespace) -> int:
-    from pose6d_ros.core.paths import default_objects_yaml
     from pose6d_ros.train.detector import DetectorTrainConfig, DetectorTrainer, config_from
 
-    values: dict = {}
-    if args.config:
-        values = yaml.safe_load(args.config.read_text()) or {}
-        unknown = sorted(set(values) - DetectorTrainConfig.fields_())
-        if unknown:
-            print(f"pose6d: error: {args.config}: unknown setting(s) {unknown}", file=sys.stderr)
-            return 2
-    flags = {k: v for k, v in vars(args).items() if k in DetectorTrainConfig.fields_()}
-    values.update({k: v for k, v in flags.items() if v is not None})
-    values.setdefault("objects", str(default_objects_yaml()))
-    for key in ("data", "objects", "out", "init_backbone"):
-        if values.get(key) is not None:
-            values[key] = str(values[key])
-    try:
-        cfg = config_from(values)
-    except (TypeError, ValueError) as exc:
-        print(f"pose6d: error: train detector: {exc}", file=sys.stderr)
-        return 2
+    cfg = _train_config(args, DetectorTrainConfig, config_from, "detector")
     weights = DetectorTrainer(cfg, resume=args.resume, progress=not args.quiet).run()
     print(f"train detector: weights {weights}")
     return 0
@@ -302,6 +339,18 @@ def build_parser() -> argparse.ArgumentParser:
     bp.add_argument("--device", choices=["cpu", "cuda"], help="default: cuda when present")
     bp.add_argument("--json", action="store_true", help="print one JSON line")
     bp.set_defaults(func=_cmd_bench_pnp)
+
+    bl = bench.add_parser("pipeline", help="per-stage latency and frames/s of the estimator "
+                          "vs a per-object baseline")
+    bl.add_argument("--objects-per-image", type=int, nargs="+", default=[1, 4, 8])
+    bl.add_argument("--repeats", type=int, default=10, help="timed frames per configuration")
+    bl.add_argument("--warmup", type=int, default=2, help="untimed frames per path first")
+    bl.add_argument("--device", choices=["cpu", "cuda"], help="default: cuda when present")
+    bl.add_argument("--detector", type=Path, help="detector weights (default: shipped)")
+    bl.add_argument("--coordnet", type=Path, help="CoordNet weights (default: shipped)")
+    bl.add_argument("--json", action="store_true", help="one JSON line per configuration")
+    bl.add_argument("--plot", type=Path, help="PNG of the stage breakdown")
+    bl.set_defaults(func=_cmd_bench_pipeline)
 
     bs = bench.add_parser("synth", help="images/s of the synthetic-data generator")
     bs.add_argument("--objects", type=Path, help="objects YAML (default: bundled LM-O)")
@@ -459,7 +508,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         return args.func(args)
     except (ObjectsConfigError, BopFormatError, FileNotFoundError, RenderError,
-            SynthConfigError, SynthError, WeightsError) as exc:
+            SynthConfigError, SynthError, WeightsError, UsageError) as exc:
         print(f"pose6d: error: {exc}", file=sys.stderr)
         return 2
 
