@@ -100,6 +100,14 @@ def _cmd_bench_pipeline(args: argparse.Namespace) -> int:
     from pose6d_ros.eval import bench_pipeline
     from pose6d_ros.pipeline import Estimator, EstimatorConfig
 
+    if args.repeats < 1 or args.warmup < 0 or min(args.objects_per_image) < 1:
+        print("pose6d: error: bench pipeline: --repeats and --objects-per-image must be >= 1, "
+              "--warmup >= 0", file=sys.stderr)
+        return 2
+    if args.device == "cuda" and not torch.cuda.is_available():
+        print("pose6d: error: bench pipeline: --device cuda, but CUDA is not available",
+              file=sys.stderr)
+        return 2
     weights = {}
     for kind in ("detector", "coordnet"):
         path = getattr(args, kind) or default_weights(kind)

@@ -96,6 +96,8 @@ class Estimator:
             self.detector = Detector(model, device=self.device)
         self.coords = CoordPoseEstimator(load_coordnet(config.coordnet_weights, self.device),
                                          self.objects, device=self.device)
+        # Per-stage ms of the latest `estimate` call, also when it found nothing.
+        self.last_timings: dict[str, float] = {}
 
     def estimate(self, rgb: np.ndarray, K: np.ndarray, boxes: Boxes | None = None
                  ) -> list[ObjectPose]:
@@ -125,6 +127,7 @@ class Estimator:
                       else torch.ones(len(labels), device=self.device))
         timer.mark("detect")
         if len(labels) == 0:
+            self.last_timings = dict(timer.ms, total=timer.total_ms())
             return []
         poses = self.coords(image, K_t.to(self.device), labels, xywh, timer=timer)
         ok = ((poses.status == int(PnPStatus.OK)) & (poses.inliers >= cfg.min_inliers)
@@ -138,7 +141,7 @@ class Estimator:
         host = host[np.argsort(-host[:, 1], kind="stable")]
         lab = host[:, 0].astype(np.int64)
         ranks = instance_indices(lab, host[:, 1])
-        timings = dict(timer.ms, total=timer.total_ms())
+        timings = self.last_timings = dict(timer.ms, total=timer.total_ms())
         out = []
         for row, label, rank in zip(host, lab, ranks, strict=True):
             obj = self.objects[int(label)]

@@ -37,6 +37,13 @@ def square_boxes(boxes_xywh: Tensor, enlarge: float = DEFAULT_ENLARGE) -> Tensor
     return torch.stack([cx - half, cy - half, cx + half, cy + half], -1)
 
 
+def crop_instances(image: Tensor, boxes: Tensor, size: int) -> Tensor:
+    """Crops `(B, 3, size, size)` of `image (3, H, W)` in crop boxes `(B, 4)` (x0, y0, x1,
+    y1), one `roi_align` for every instance."""
+    return roi_align(image[None], [boxes], output_size=(size, size), spatial_scale=1.0,
+                     sampling_ratio=2, aligned=True)
+
+
 @dataclass
 class CropPoses:
     """Poses of B instances."""
@@ -84,9 +91,7 @@ class CoordPoseEstimator:
         K = torch.as_tensor(K, dtype=torch.float64, device=dev)
         labels = labels.to(dev)
         boxes = square_boxes(boxes_xywh.to(dev).float(), self.enlarge)
-        S = self.net.config.input_size
-        crops = roi_align(image[None], [boxes], output_size=(S, S), spatial_scale=1.0,
-                          sampling_ratio=2, aligned=True)
+        crops = crop_instances(image, boxes, self.net.config.input_size)
         mark("crops")
         out = self.net(crops, labels)
         mark("coordnet")
