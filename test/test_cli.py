@@ -36,3 +36,21 @@ def test_malformed_objects_exit_with_named_error(tmp_path):
                            str(bad)], capture_output=True, text=True)
     assert proc.returncode == 2
     assert str(bad) in proc.stderr and "'ape'" in proc.stderr and "'id'" in proc.stderr
+
+
+def test_shipped_weights_fit_the_budget_and_run_the_readme_demo(tmp_path, capsys):
+    """The README's main job, as a fresh clone runs it: shipped weights, bundled photos."""
+    from pose6d_ros.core.paths import default_weights
+    from pose6d_ros.nets.coordnet import load_coordnet
+    from pose6d_ros.nets.detector import load_detector
+    from test.conftest import REPO
+
+    shipped = sorted((REPO / "models").glob("*.pt"))
+    assert {p.name for p in shipped} == {"detector.pt", "coordnet.pt"}
+    assert sum(p.stat().st_size for p in shipped) <= 50 * 2**20
+    _, cfg = load_detector(default_weights("detector"))
+    assert cfg.num_classes == load_coordnet(default_weights("coordnet")).config.num_objects == 8
+    assert main(["demo", "--out", str(tmp_path), "--device", "cpu"]) == 0
+    out = capsys.readouterr().out
+    assert "5 real LM-O photographs" in out and "summary:" in out
+    assert len(list((tmp_path / "detector" / "overlays").glob("*.png"))) == 5

@@ -151,7 +151,9 @@ def read_image(path: str | Path) -> np.ndarray:
 
 def write_rgb(path: str | Path, rgb: np.ndarray, quality: int = 95) -> None:
     """An RGB image `(H, W, 3)` uint8 as JPEG (quality 1-100) or PNG, by the suffix."""
-    if not cv2.imwrite(str(path), rgb[..., ::-1], [cv2.IMWRITE_JPEG_QUALITY, int(quality)]):
+    jpeg = Path(path).suffix.lower() in (".jpg", ".jpeg")
+    params = [cv2.IMWRITE_JPEG_QUALITY, int(quality)] if jpeg else []
+    if not cv2.imwrite(str(path), np.ascontiguousarray(rgb[..., ::-1]), params):
         raise OSError(f"{path}: cannot write")
 
 

@@ -72,8 +72,14 @@ def test_demo_on_the_bundled_photographs(tiny_weights, tmp_path, capsys):
     text = capsys.readouterr().out
     assert rc == 0
     assert "5 real LM-O photographs" in text and "ADD(-S) < 0.1d" in text
-    assert len(sorted((out / "overlays").glob("*.png"))) == 5
-    figures = json.loads((out / "figures.json").read_text())
-    assert figures["instances"] == 37  # every annotated target of the five images
-    rc = main(["demo", "--out", str(out), "--boxes", "gt", *_weights(tiny_weights)])
-    assert rc == 0 and "gt boxes" in capsys.readouterr().out
+    assert "detector's boxes" in text and "ground-truth boxes" in text
+    for mode in ("detector", "gt"):
+        assert len(sorted((out / mode / "overlays").glob("*.png"))) == 5
+        figures = json.loads((out / mode / "figures.json").read_text())
+        assert figures["instances"] == 37  # every annotated target of the five images
+    gt = json.loads((out / "gt" / "figures.json").read_text())
+    assert gt["failed"] < 37  # given boxes, untrained weights still give PnP solutions
+    rc = main(["demo", "--out", str(out / "only"), "--boxes", "gt", *_weights(tiny_weights)])
+    text = capsys.readouterr().out
+    assert rc == 0 and "ground-truth boxes" in text and "detector's boxes" not in text
+    assert (out / "only" / "figures.json").is_file()
