@@ -34,8 +34,8 @@ def test_eval_cli_errors(tmp_path, capsys):
     assert main(["eval", "--data", str(tmp_path), "--weights", str(tmp_path / "none.pt")]) == 2
     assert "none.pt" in capsys.readouterr().err
     assert main(["eval", "--data", str(tmp_path), "--weights", "x.pt", "--boxes",
-                 "detector"]) == 2
-    assert "detector" in capsys.readouterr().err
+                 "detector", "--detector", str(tmp_path / "det.pt")]) == 2
+    assert "det.pt: no such weights file" in capsys.readouterr().err
 
 
 def test_summary_of_perfect_and_failed_estimates(objects):
