@@ -308,6 +308,14 @@ def _parse_names(text: str | None) -> dict[int, str]:
         raise SystemExit(f"--names: expected ID=NAME,ID=NAME..., got {text!r}") from None
 
 
+def _cmd_weights_shrink(args: argparse.Namespace) -> int:
+    from pose6d_ros.nets.weights import shrink_checkpoint
+
+    size = shrink_checkpoint(args.checkpoint, args.out)
+    print(f"wrote {args.out}: {size / 2**20:.1f} MiB (float16 weights)")
+    return 0
+
+
 def _cmd_objects_from_bop(args: argparse.Namespace) -> int:
     from pose6d_ros.data.bop import objects_yaml_from_bop
 
@@ -498,6 +506,14 @@ def build_parser() -> argparse.ArgumentParser:
                     help="instead, write an input bag of a BOP scene folder's images "
                     "(default: the bundled LM-O photographs)")
     bg.set_defaults(func=_cmd_bag)
+
+    wt = sub.add_parser("weights", help="weights files").add_subparsers(dest="what",
+                                                                        required=True)
+    ws = wt.add_parser("shrink", help="a checkpoint with float16 weights and no optimiser "
+                       "state (the shipped form)")
+    ws.add_argument("checkpoint", type=Path)
+    ws.add_argument("--out", type=Path, required=True)
+    ws.set_defaults(func=_cmd_weights_shrink)
 
     objs = sub.add_parser("objects", help="objects YAML tools").add_subparsers(
         dest="what", required=True)

@@ -202,3 +202,18 @@ def test_training_losses_with_an_empty_image_and_bf16_backbone():
         model.zero_grad()
         sum(losses.values()).backward()
         assert model.backbone.body["0"][0].weight.grad.abs().sum() > 0
+
+
+def test_shrunk_weights_load_as_float32_within_float16_rounding(mobilenet, tmp_path):
+    from pose6d_ros.cli import main
+
+    model, cfg = mobilenet
+    full = tmp_path / "detector.pt"
+    save_detector(full, model, cfg, step=3)
+    assert main(["weights", "shrink", str(full), "--out", str(tmp_path / "half.pt")]) == 0
+    assert (tmp_path / "half.pt").stat().st_size < 0.6 * full.stat().st_size
+    half, _ = load_detector(tmp_path / "half.pt")
+    assert all(p.dtype == torch.float32 for p in half.parameters())
+    for (name, p), q in zip(model.state_dict().items(), half.state_dict().values(),
+                            strict=True):
+        torch.testing.assert_close(q, p.to(q.dtype), rtol=1e-3, atol=1e-4, msg=name)
