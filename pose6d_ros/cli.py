@@ -131,7 +131,8 @@ def _cmd_bench_pipeline(args: argparse.Namespace) -> int:
     device = args.device or ("cuda" if torch.cuda.is_available() else "cpu")
     est = Estimator(EstimatorConfig(objects=str(default_objects_yaml()),
                                     detector_weights=weights["detector"],
-                                    coordnet_weights=weights["coordnet"], device=device))
+                                    coordnet_weights=weights["coordnet"], device=device,
+                                    precision=args.precision, sync_timings=True))
 
     def show(row: dict) -> None:
         if args.json:
@@ -145,8 +146,8 @@ def _cmd_bench_pipeline(args: argparse.Namespace) -> int:
         return 0
     r = rows[0]
     print(f"pose6d bench pipeline: {r['image']} {r['frame']}, device {r['device']}, CoordNet "
-          f"{r['coordnet']}, median ms of {args.repeats} frames ({args.warmup} warm-up); "
-          "baseline: per-object loop, cv2 crops, OpenCV PnP")
+          f"{r['coordnet']} {r['precision']}, median ms of {args.repeats} frames ({args.warmup} "
+          "warm-up); baseline: per-object loop, float32, cv2 crops, OpenCV PnP")
     print("\n".join(bench_pipeline.table(rows)))
     mem = (f"peak CUDA memory (max allocated) {r['peak_cuda_mb']:.0f} MiB optimised, "
            f"{r['baseline_peak_cuda_mb']:.0f} MiB baseline; " if "peak_cuda_mb" in r else "")
@@ -190,7 +191,7 @@ def _cmd_bench_synth(args: argparse.Namespace) -> int:
     return 0
 
 
-def _train_config(args: argparse.Namespace, config_cls: type, config_from, what: str):
+def _train_config(args: argparse.Namespace, config_cls: type, what: str):
     """A training config from `--config` YAML overridden by the flags; paths as strings.
     Raises UsageError naming the file or setting."""
     from pose6d_ros.core.paths import default_objects_yaml
@@ -206,24 +207,24 @@ def _train_config(args: argparse.Namespace, config_cls: type, config_from, what:
     values.setdefault("objects", str(default_objects_yaml()))
     values = {k: str(v) if isinstance(v, Path) else v for k, v in values.items()}
     try:
-        return config_from(values)
+        return config_cls.from_values(values)
     except (TypeError, ValueError) as exc:
         raise UsageError(f"train {what}: {exc}") from exc
 
 
 def _cmd_train_coords(args: argparse.Namespace) -> int:
-    from pose6d_ros.train.coords import CoordTrainConfig, CoordTrainer, config_from
+    from pose6d_ros.train.coords import CoordTrainConfig, CoordTrainer
 
-    cfg = _train_config(args, CoordTrainConfig, config_from, "coords")
+    cfg = _train_config(args, CoordTrainConfig, "coords")
     weights = CoordTrainer(cfg, resume=args.resume, progress=not args.quiet).run()
     print(f"train coords: weights {weights}")
     return 0
 
 
 def _cmd_train_detector(args: argparse.Namespace) -> int:
-    from pose6d_ros.train.detector import DetectorTrainConfig, DetectorTrainer, config_from
+    from pose6d_ros.train.detector import DetectorTrainConfig, DetectorTrainer
 
-    cfg = _train_config(args, DetectorTrainConfig, config_from, "detector")
+    cfg = _train_config(args, DetectorTrainConfig, "detector")
     weights = DetectorTrainer(cfg, resume=args.resume, progress=not args.quiet).run()
     print(f"train detector: weights {weights}")
     return 0
@@ -239,8 +240,27 @@ def _estimator(args: argparse.Namespace, *, detector: bool = True):
         objects=str(args.objects or default_objects_yaml()),
         detector_weights=str(args.detector or default_weights("detector")) if detector else None,
         coordnet_weights=str(args.coordnet or default_weights("coordnet")),
-        device=args.device, detection_score=args.score, min_inliers=args.min_inliers)
+        device=args.device, detection_score=args.score, min_inliers=args.min_inliers,
+        precision=args.precision)
     return Estimator(cfg)
+
+
+def _add_train_flags(p: argparse.ArgumentParser) -> None:
+    """The flags of every training command (RunConfig's settings, --config, --resume)."""
+    p.add_argument("--data", type=Path, required=True, help="folder written by pose6d synth")
+    p.add_argument("--objects", type=Path, help="objects YAML (default: bundled LM-O)")
+    p.add_argument("--out", type=Path, required=True, help="run folder")
+    p.add_argument("--config", type=Path, help="YAML of settings (flags override it)")
+    p.add_argument("--epochs", type=int)
+    p.add_argument("--max-steps", type=int)
+    p.add_argument("--batch-size", type=int)
+    p.add_argument("--lr", type=float)
+    p.add_argument("--workers", type=int, help="data-loading processes")
+    p.add_argument("--device", help="auto (default), cpu, cuda, cuda:N")
+    p.add_argument("--seed", type=int)
+    p.add_argument("--checkpoint-every", type=int)
+    p.add_argument("--resume", action="store_true", help="continue from RUN_DIR/last.pt")
+    p.add_argument("--quiet", action="store_true", help="no progress bar")
 
 
 def _add_estimator_flags(p: argparse.ArgumentParser) -> None:
@@ -252,6 +272,12 @@ def _add_estimator_flags(p: argparse.ArgumentParser) -> None:
                    "cuda, cuda:N")
     p.add_argument("--score", type=float, default=0.5, help="minimum detector score")
     p.add_argument("--min-inliers", type=int, default=12, help="minimum PnP inliers")
+    _add_precision_flag(p)
+
+
+def _add_precision_flag(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--precision", choices=["auto", "fp32", "bf16", "fp16"], default="auto",
+                   help="network arithmetic (default auto: bf16 on CUDA, fp32 on the CPU)")
 
 
 def _print_figures(figures: dict, title: str) -> None:
@@ -370,6 +396,7 @@ def build_parser() -> argparse.ArgumentParser:
     bl = bench.add_parser("pipeline", help="per-stage latency and frames/s of the estimator "
                           "vs a per-object baseline")
     bl.add_argument("--objects-per-image", type=int, nargs="+", default=[1, 4, 8])
+    _add_precision_flag(bl)
     bl.add_argument("--repeats", type=int, default=10, help="timed frames per configuration")
     bl.add_argument("--warmup", type=int, default=2, help="untimed frames per path first")
     bl.add_argument("--device", choices=["cpu", "cuda"], help="default: cuda when present")
@@ -405,14 +432,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     train = sub.add_parser("train", help="training").add_subparsers(dest="what", required=True)
     tc = train.add_parser("coords", help="train the coordinate network (CoordNet + BPnP)")
-    tc.add_argument("--data", type=Path, required=True, help="folder written by pose6d synth")
-    tc.add_argument("--objects", type=Path, help="objects YAML (default: bundled LM-O)")
-    tc.add_argument("--out", type=Path, required=True, help="run folder")
-    tc.add_argument("--config", type=Path, help="YAML of settings (flags override it)")
-    tc.add_argument("--epochs", type=int)
-    tc.add_argument("--max-steps", type=int)
-    tc.add_argument("--batch-size", type=int)
-    tc.add_argument("--lr", type=float)
+    _add_train_flags(tc)
     tc.add_argument("--input-size", type=int)
     tc.add_argument("--encoder", choices=["resnet18", "resnet34", "small"])
     tc.add_argument("--decoder-width", type=int)
@@ -421,39 +441,20 @@ def build_parser() -> argparse.ArgumentParser:
     tc.add_argument("--lambda-rot", type=float, help="weight of the rotation loss")
     tc.add_argument("--lambda-proj", type=float, help="0 switches the BPnP loss off")
     tc.add_argument("--proj-warmup-steps", type=int)
-    tc.add_argument("--workers", type=int, help="data-loading processes")
-    tc.add_argument("--device", help="auto (default), cpu, cuda, cuda:N")
-    tc.add_argument("--seed", type=int)
     tc.add_argument("--init-encoder", type=Path, help="local torchvision ResNet weights")
-    tc.add_argument("--checkpoint-every", type=int)
-    tc.add_argument("--resume", action="store_true", help="continue from RUN_DIR/last.pt")
-    tc.add_argument("--quiet", action="store_true", help="no progress bar")
     tc.set_defaults(func=_cmd_train_coords)
 
     td = train.add_parser("detector", help="train the Mask R-CNN detector from scratch")
-    td.add_argument("--data", type=Path, required=True, help="folder written by pose6d synth")
-    td.add_argument("--objects", type=Path, help="objects YAML (default: bundled LM-O)")
-    td.add_argument("--out", type=Path, required=True, help="run folder")
-    td.add_argument("--config", type=Path, help="YAML of settings (flags override it)")
-    td.add_argument("--epochs", type=int)
-    td.add_argument("--max-steps", type=int)
-    td.add_argument("--batch-size", type=int)
+    _add_train_flags(td)
     td.add_argument("--optimizer", choices=["adamw", "sgd"])
-    td.add_argument("--lr", type=float)
     td.add_argument("--backbone", choices=["mobilenet_v3_fpn", "resnet50_fpn"])
     td.add_argument("--box-head-width", type=int, help="box-head FC width (256; 1024 as "
                     "torchvision)")
     td.add_argument("--min-size", type=int, help="short image side the network sees")
     td.add_argument("--max-size", type=int, help="long image side at most")
     td.add_argument("--rois-per-image", type=int, help="RoIs sampled per image (512)")
-    td.add_argument("--workers", type=int, help="data-loading processes")
-    td.add_argument("--device", help="auto (default), cpu, cuda, cuda:N")
-    td.add_argument("--seed", type=int)
     td.add_argument("--init-backbone", type=Path,
                     help="local torchvision ResNet-50 / MobileNetV3-Large weights")
-    td.add_argument("--checkpoint-every", type=int)
-    td.add_argument("--resume", action="store_true", help="continue from RUN_DIR/last.pt")
-    td.add_argument("--quiet", action="store_true", help="no progress bar")
     td.set_defaults(func=_cmd_train_detector)
 
     ev = sub.add_parser("eval", help="pose accuracy on a BOP dataset (ADD(-S), AR)")

@@ -32,7 +32,27 @@ class EstimatorConfig:
     detection_score: float = 0.5  # minimum detector score
     min_inliers: int = 12  # fewer PnP inliers: the instance is dropped
     max_instances: int = 16  # per image, best detector scores first
-    sync_timings: bool = True  # on CUDA, wait for the device at each stage for its timing
+    # Network arithmetic: auto (bf16 on CUDA, fp32 on the CPU), fp32, bf16, fp16 (CUDA only).
+    # Correspondences and PnP are always float32/float64.
+    precision: str = "auto"
+    # On CUDA, wait for the device at each stage so per-stage timings are its own (a sync
+    # per stage; off, only the total is the frame's).
+    sync_timings: bool = False
+
+
+PRECISIONS = {"fp32": None, "bf16": torch.bfloat16, "fp16": torch.float16}
+
+
+def network_dtype(precision: str, device: torch.device) -> torch.dtype | None:
+    """The autocast dtype of `precision` on `device` (None: float32)."""
+    if precision == "auto":
+        return torch.bfloat16 if device.type == "cuda" else None
+    if precision not in PRECISIONS:
+        raise ValueError(f"precision: expected auto or one of {sorted(PRECISIONS)}, got "
+                         f"{precision!r}")
+    if precision == "fp16" and device.type != "cuda":
+        raise ValueError(f"precision: fp16 needs CUDA, the device is {device}")
+    return PRECISIONS[precision]
 
 
 @dataclass
@@ -83,6 +103,7 @@ class Estimator:
     def __init__(self, config: EstimatorConfig) -> None:
         self.config = config
         self.device = resolve_device(config.device)
+        dtype = network_dtype(config.precision, self.device)
         self.objects = load_objects(config.objects)
         self.detector = None
         if config.detector_weights is not None:
@@ -93,9 +114,9 @@ class Estimator:
                 raise WeightsError(f"{config.detector_weights}: detector weights are for "
                                    f"{dcfg.num_classes} objects, {config.objects} has "
                                    f"{len(self.objects)}")
-            self.detector = Detector(model, device=self.device)
+            self.detector = Detector(model, device=self.device, dtype=dtype)
         self.coords = CoordPoseEstimator(load_coordnet(config.coordnet_weights, self.device),
-                                         self.objects, device=self.device)
+                                         self.objects, device=self.device, dtype=dtype)
         # Per-stage ms of the latest `estimate` call, also when it found nothing.
         self.last_timings: dict[str, float] = {}
 

@@ -79,3 +79,31 @@ def test_bad_inputs_are_clear_errors(tiny_weights, tmp_path):
         Estimator(EstimatorConfig(objects=str(REPO / "config" / "objects.yaml"),
                                   detector_weights=str(tiny_weights[1]),
                                   coordnet_weights=str(tiny_weights[1])))
+
+
+def test_bf16_networks_give_the_float32_correspondences(synth_dir, tiny_weights, objects):
+    """Autocast (here on the CPU; bf16 is the CUDA default) changes only the networks'
+    arithmetic: the same crops, masks within a few pixels, coordinates within bf16 rounding."""
+    scene, rgb, K = _scene(synth_dir)
+    info = load_scene_gt_info(scene / "scene_gt_info.json")[0]
+    boxes = torch.tensor([i["bbox_visib"] for i in info], dtype=torch.float32)
+    labels = torch.zeros(len(boxes), dtype=torch.long)
+    image = torch.from_numpy(rgb).permute(2, 0, 1).float() / 255
+    outs = {}
+    for precision in ("fp32", "bf16"):
+        coords = _estimator(tiny_weights, precision=precision).coords
+        assert coords.dtype == (torch.bfloat16 if precision == "bf16" else None)
+        coords.net.register_forward_hook(lambda m, i, o, p=precision: outs.update({p: o}))
+        coords(image, K, labels, boxes)
+    a, b = outs["fp32"], outs["bf16"]
+    assert b.xyz.dtype == torch.bfloat16
+    assert (a.xyz - b.xyz.float()).abs().max() < 0.05
+    assert ((a.mask_logit > 0) != (b.mask_logit > 0)).float().mean() < 0.02
+
+
+def test_precision_names_are_checked(tiny_weights):
+    with pytest.raises(ValueError, match="precision: expected auto"):
+        _estimator(tiny_weights, precision="int8")
+    with pytest.raises(ValueError, match="fp16 needs CUDA"):
+        _estimator(tiny_weights, precision="fp16")
+    assert _estimator(tiny_weights).coords.dtype is None  # auto on the CPU: float32

@@ -58,17 +58,24 @@ class CropPoses:
 
 
 class CoordPoseEstimator:
-    """CoordNet + correspondence selection + PnP (+ symmetry canonicalisation)."""
+    """CoordNet + correspondence selection + PnP (+ symmetry canonicalisation); the network
+    runs under autocast with `dtype` when given."""
 
     def __init__(self, net: CoordNet, objects: ObjectRegistry, *,
                  device: str | torch.device = "cpu",
                  correspondences: CorrespondenceOptions = DEFAULT_CORRESPONDENCES,
-                 pnp: PnPOptions = DEFAULT_OPTIONS, enlarge: float = DEFAULT_ENLARGE) -> None:
+                 pnp: PnPOptions = DEFAULT_OPTIONS, enlarge: float = DEFAULT_ENLARGE,
+                 dtype: torch.dtype | None = None) -> None:
         if net.config.num_objects != len(objects):
             raise ValueError(f"weights are for {net.config.num_objects} objects, the objects "
                              f"YAML has {len(objects)}")
         self.device = torch.device(device)
         self.net = net.to(self.device).eval()
+        self.dtype = dtype  # autocast dtype of the network (None: float32)
+        # NHWC convolutions are faster on CUDA (measured no gain on the CPU).
+        self.memory_format = (torch.channels_last if self.device.type == "cuda"
+                              else torch.contiguous_format)
+        self.net.to(memory_format=self.memory_format)
         self.objects, self.enlarge = objects, enlarge
         self.corr_options, self.pnp_options = correspondences, pnp
         center, scale = objects.coordinate_normalisation()
@@ -92,8 +99,11 @@ class CoordPoseEstimator:
         labels = labels.to(dev)
         boxes = square_boxes(boxes_xywh.to(dev).float(), self.enlarge)
         crops = crop_instances(image, boxes, self.net.config.input_size)
+        crops = crops.contiguous(memory_format=self.memory_format)
         mark("crops")
-        out = self.net(crops, labels)
+        with torch.autocast(dev.type, dtype=self.dtype or torch.float32,
+                            enabled=self.dtype is not None):
+            out = self.net(crops, labels)
         mark("coordnet")
         corr = select_correspondences(out.xyz.float(), out.error.float(),
                                       out.mask_logit.float(), self.center[labels],

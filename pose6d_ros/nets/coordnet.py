@@ -18,6 +18,9 @@ import torchvision
 from torch import Tensor, nn
 from torch.nn import functional
 
+from pose6d_ros.nets.weights import WeightsError, read_checkpoint, write_checkpoint
+
+KIND = "coordnet"  # the "kind" key of a CoordNet checkpoint
 ENCODERS = ("resnet18", "resnet34", "small")
 
 
@@ -144,28 +147,13 @@ class CoordNet(nn.Module):
 def save_checkpoint(path: str | Path, model: nn.Module, **extra: Any) -> None:
     """Weights + architecture (+ optimiser state, counters) in a weights_only-loadable file."""
     net = model.module if hasattr(model, "module") else model
-    torch.save({"config": net.config.to_dict(), "model": net.state_dict(), **extra}, path)
-
-
-class WeightsError(ValueError):
-    """A weights file that cannot be used, naming the file."""
+    write_checkpoint(path, net, KIND, net.config.to_dict(), **extra)
 
 
 def load_checkpoint(path: str | Path, map_location: str | torch.device = "cpu"
                     ) -> dict[str, Any]:
     """A checkpoint written by `save_checkpoint`, loaded with weights_only=True."""
-    path = Path(path)
-    if not path.is_file():
-        raise WeightsError(f"{path}: no such weights file")
-    try:
-        ckpt = torch.load(path, map_location=map_location, weights_only=True)
-    except Exception as exc:
-        raise WeightsError(f"{path}: cannot load weights: {exc}") from exc
-    if not isinstance(ckpt, dict) or "config" not in ckpt or "model" not in ckpt:
-        raise WeightsError(f"{path}: not a CoordNet checkpoint (no 'config'/'model')")
-    if ckpt.get("kind", "coordnet") != "coordnet":  # e.g. detector weights given by mistake
-        raise WeightsError(f"{path}: not a CoordNet checkpoint (a {ckpt['kind']} checkpoint)")
-    return ckpt
+    return read_checkpoint(path, KIND, map_location)
 
 
 def load_coordnet(path: str | Path, map_location: str | torch.device = "cpu") -> CoordNet:

@@ -7,10 +7,48 @@ import math
 import os
 import time
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass, fields
 from pathlib import Path
+from typing import Any, Self
 
 import torch
+import yaml
+
+from pose6d_ros.nets.weights import WeightsError
+from pose6d_ros.train.logs import CsvLog
+
+
+@dataclass
+class RunConfig:
+    """The settings of every training run; a trainer's config adds its own (and may change
+    these defaults)."""
+
+    data: str
+    objects: str
+    out: str
+    split: str = "train"
+    epochs: int = 20
+    max_steps: int = 0  # stop after this many optimiser steps (0: run all epochs)
+    batch_size: int = 16
+    lr: float = 1e-3
+    weight_decay: float = 1e-4
+    workers: int = 2  # data-loading processes
+    device: str = "auto"  # auto, cpu, cuda, cuda:N
+    amp: bool = True  # bf16 autocast on CUDA
+    seed: int = 0
+    checkpoint_every: int = 500
+    log_every: int = 10
+
+    @classmethod
+    def fields_(cls) -> set[str]:
+        """Names of the settings."""
+        return {f.name for f in fields(cls)}
+
+    @classmethod
+    def from_values(cls, values: dict[str, Any]) -> Self:
+        """A config from CLI/YAML values (None means: the default; unknown names ignored)."""
+        known = cls.fields_()
+        return cls(**{k: v for k, v in values.items() if k in known and v is not None})
 
 
 def pick_device(name: str, local_rank: int = 0) -> torch.device:
@@ -64,16 +102,62 @@ class TrainLoop:
     """The loop both trainers run: epochs over a (distributed) random sampler, clipped
     optimiser steps, the CSV log and progress bar, periodic checkpoints and plots.
 
-    A subclass sets `cfg` (seed, batch_size, workers, log_every, checkpoint_every),
-    `dataset`, `net` (the bare module), `model` (what is called, maybe DDP-wrapped),
-    `opt`, `sched`, `world`, `rank`, `device`, `out`, `log` (rank 0), `step`, `epoch`,
-    `total_steps`, and implements `losses`, `save_checkpoint` and `plot`.
+    A subclass's constructor calls `start_process`, builds `dataset` and `net` (the bare
+    module), then `setup_training(module, optimizer)` and `start_run`; it implements
+    `losses`, `save_checkpoint`, `load_checkpoint` and `plot`. `cfg` needs out, device,
+    seed, epochs, max_steps, batch_size, workers, log_every, checkpoint_every.
     """
 
     name = "train"  # progress-bar label
     final_name = "weights.pt"  # final weights file in the run folder
     clip_grad = 5.0
     collate_fn: Callable | None = None
+
+    def start_process(self, cfg: Any, progress: bool) -> None:
+        """This process's device and rank, its seed, and the run folder."""
+        self.cfg, self.progress = cfg, progress
+        proc = init_process(cfg.device)
+        self.world, self.rank, self.device = proc.world, proc.rank, proc.device
+        torch.manual_seed(cfg.seed + self.rank)
+        self.out = Path(cfg.out)
+        self.out.mkdir(parents=True, exist_ok=True)
+
+    def setup_training(self, module: torch.nn.Module, optimizer: torch.optim.Optimizer) -> None:
+        """`model` (the module, DDP-wrapped with several processes), `opt`, and the
+        warm-up + cosine schedule over the run's `total_steps`."""
+        cfg = self.cfg
+        self.model = module
+        if self.world > 1:
+            self.model = torch.nn.parallel.DistributedDataParallel(
+                module, device_ids=[self.device.index] if self.device.type == "cuda" else None)
+        self.opt = optimizer
+        total = len(self.dataset) // (cfg.batch_size * self.world) * cfg.epochs
+        self.total_steps = min(total, cfg.max_steps) if cfg.max_steps > 0 else total
+        self.sched = torch.optim.lr_scheduler.LambdaLR(
+            self.opt, lambda step: warmup_cosine(step, self.total_steps))
+
+    def start_run(self, resume: bool, log_fields: list[str]) -> None:
+        """Counters at 0, or those of `last.pt` with `resume`; config.yaml and the CSV log."""
+        self.step = self.epoch = 0
+        last = self.out / "last.pt"
+        if resume and last.exists():
+            ckpt = self.load_checkpoint(last)
+            try:
+                self.net.load_state_dict(ckpt["model"])
+                self.opt.load_state_dict(ckpt["optimizer"])
+                self.sched.load_state_dict(ckpt["scheduler"])
+            except (KeyError, ValueError, RuntimeError) as exc:
+                raise WeightsError(f"{last}: cannot resume this run's settings from it: "
+                                   f"{exc}") from exc
+            self.step, self.epoch = int(ckpt["step"]), int(ckpt["epoch"])
+        if self.rank == 0:
+            (self.out / "config.yaml").write_text(yaml.safe_dump(asdict(self.cfg),
+                                                                 sort_keys=False))
+            self.log = CsvLog(self.out / "log.csv", log_fields)
+
+    def load_checkpoint(self, path: Path) -> dict[str, Any]:
+        """The checkpoint at `path`, checked to be of this trainer's network."""
+        raise NotImplementedError
 
     def losses(self, batch: object) -> dict[str, torch.Tensor]:
         """Every loss term of one batch (scalars) plus the total under "loss"."""

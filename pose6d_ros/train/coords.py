@@ -9,13 +9,12 @@ weights), `log.csv`, `losses.png`, `config.yaml`.
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass, fields
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import torch
-import yaml
 from torch import Tensor
 
 from pose6d_ros.core.objects import ObjectRegistry, load_objects
@@ -38,26 +37,17 @@ from pose6d_ros.nets.losses import (
     transformer_loss,
 )
 from pose6d_ros.pnp.bpnp import bpnp
-from pose6d_ros.train.common import TrainLoop, init_process, warmup_cosine
-from pose6d_ros.train.logs import CsvLog, plot_curves
+from pose6d_ros.train.common import RunConfig, TrainLoop
+from pose6d_ros.train.logs import plot_curves
 
 LOG_FIELDS = ["step", "epoch", "lr", "loss", "xyz", "error", "mask", "rot", "proj", "proj_ok",
               "seconds"]
 
 
 @dataclass
-class CoordTrainConfig:
+class CoordTrainConfig(RunConfig):
     """Every setting of a CoordNet training run (saved as the run's config.yaml)."""
 
-    data: str
-    objects: str
-    out: str
-    split: str = "train"
-    epochs: int = 20
-    max_steps: int = 0  # stop after this many optimiser steps (0: run all epochs)
-    batch_size: int = 16
-    lr: float = 1e-3
-    weight_decay: float = 1e-4
     input_size: int = 128
     encoder: str = "resnet18"
     decoder_width: int = 64
@@ -70,18 +60,7 @@ class CoordTrainConfig:
     proj_warmup_steps: int = 1000  # projection loss from this step on
     proj_pixels: int = 128  # correspondences per instance for BPnP
     proj_points: int = 128  # mesh points per object compared in the image
-    workers: int = 2
-    device: str = "auto"  # auto, cpu, cuda, cuda:N
-    amp: bool = True  # bf16 autocast on CUDA
-    seed: int = 0
     init_encoder: str | None = None  # local torchvision ResNet state dict
-    checkpoint_every: int = 500
-    log_every: int = 10
-
-    @classmethod
-    def fields_(cls) -> set[str]:
-        """Names of the settings."""
-        return {f.name for f in fields(cls)}
 
 
 def _mesh_points(objects: ObjectRegistry, count: int, seed: int) -> Tensor:
@@ -101,13 +80,7 @@ class CoordTrainer(TrainLoop):
 
     def __init__(self, cfg: CoordTrainConfig, *, resume: bool = False,
                  progress: bool = True) -> None:
-        self.cfg, self.progress = cfg, progress
-        proc = init_process(cfg.device)
-        self.world, self.rank, self.device = proc.world, proc.rank, proc.device
-        torch.manual_seed(cfg.seed + self.rank)
-        self.out = Path(cfg.out)
-        self.out.mkdir(parents=True, exist_ok=True)
-
+        self.start_process(cfg, progress)
         self.objects = load_objects(cfg.objects)
         self.dataset = CropDataset(cfg.data, self.objects, split=cfg.split, size=cfg.input_size)
         if len(self.dataset) < cfg.batch_size * self.world:
@@ -120,16 +93,8 @@ class CoordTrainer(TrainLoop):
         if cfg.init_encoder:
             load_encoder_weights(net, cfg.init_encoder)
         self.net = net.to(self.device)
-        self.model: torch.nn.Module = self.net
-        if self.world > 1:
-            self.model = torch.nn.parallel.DistributedDataParallel(
-                self.net, device_ids=[self.device.index] if self.device.type == "cuda" else None)
-        self.opt = torch.optim.AdamW(self.net.parameters(), lr=cfg.lr,
-                                     weight_decay=cfg.weight_decay)
-        steps_per_epoch = len(self.dataset) // (cfg.batch_size * self.world)
-        total = steps_per_epoch * cfg.epochs
-        self.total_steps = min(total, cfg.max_steps) if cfg.max_steps > 0 else total
-        self.sched = torch.optim.lr_scheduler.LambdaLR(self.opt, self._lr_factor)
+        self.setup_training(self.net, torch.optim.AdamW(self.net.parameters(), lr=cfg.lr,
+                                                        weight_decay=cfg.weight_decay))
         self.pools = SymmetryPools(self.objects, device=self.device)
         center, scale = self.objects.coordinate_normalisation()
         self.center = torch.from_numpy(center).float().to(self.device)
@@ -137,23 +102,11 @@ class CoordTrainer(TrainLoop):
         self.grid = rotation_grid(max(cfg.rotation_bins, 1)).float().to(self.device)
         self.points = _mesh_points(self.objects, cfg.proj_points, cfg.seed).to(self.device)
         self.gen = torch.Generator(device=self.device).manual_seed(cfg.seed + 7919 * self.rank)
-        self.step = self.epoch = 0
-        if resume and (self.out / "last.pt").exists():
-            self._load(self.out / "last.pt")
-        if self.rank == 0:
-            (self.out / "config.yaml").write_text(yaml.safe_dump(asdict(cfg), sort_keys=False))
-            self.log = CsvLog(self.out / "log.csv", LOG_FIELDS)
+        self.start_run(resume, LOG_FIELDS)
 
-    def _lr_factor(self, step: int) -> float:
-        """Linear warm-up over 2 % of the run, then cosine decay to 5 %."""
-        return warmup_cosine(step, self.total_steps)
-
-    def _load(self, path: Path) -> None:
-        ckpt = load_checkpoint(path, self.device)
-        self.net.load_state_dict(ckpt["model"])
-        self.opt.load_state_dict(ckpt["optimizer"])
-        self.sched.load_state_dict(ckpt["scheduler"])
-        self.step, self.epoch = int(ckpt["step"]), int(ckpt["epoch"])
+    def load_checkpoint(self, path: Path) -> dict[str, Any]:
+        """The CoordNet checkpoint at `path`."""
+        return load_checkpoint(path, self.device)
 
     def losses(self, batch: dict[str, Tensor]) -> dict[str, Tensor]:
         """Every loss term of one batch (scalars) plus the weighted total under "loss"."""
@@ -218,9 +171,3 @@ class CoordTrainer(TrainLoop):
         plot_curves(self.out / "log.csv", self.out / "losses.png",
                     curves=["loss", "xyz", "error", "mask", "rot", "proj", "lr"],
                     title=f"CoordNet ({self.cfg.encoder}) {self.out.name}")
-
-
-def config_from(values: dict[str, Any]) -> CoordTrainConfig:
-    """A config from CLI/YAML values (None means: the default)."""
-    known = CoordTrainConfig.fields_()
-    return CoordTrainConfig(**{k: v for k, v in values.items() if k in known and v is not None})

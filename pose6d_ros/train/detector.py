@@ -11,17 +11,15 @@ object is a different, chiral object.
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass, fields
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import torch
-import yaml
 from torch import Tensor, nn
 
 from pose6d_ros.core.objects import load_objects
 from pose6d_ros.data.datasets import DetectionDataset
-from pose6d_ros.nets.coordnet import WeightsError
 from pose6d_ros.nets.detector import (
     DetectorConfig,
     build_detector,
@@ -29,8 +27,8 @@ from pose6d_ros.nets.detector import (
     run_detector,
     save_detector,
 )
-from pose6d_ros.train.common import TrainLoop, init_process, warmup_cosine
-from pose6d_ros.train.logs import CsvLog, plot_curves
+from pose6d_ros.train.common import RunConfig, TrainLoop
+from pose6d_ros.train.logs import plot_curves
 
 LOSS_TERMS = ["loss_classifier", "loss_box_reg", "loss_mask", "loss_objectness",
               "loss_rpn_box_reg"]
@@ -39,21 +37,14 @@ OPTIMIZERS = ("adamw", "sgd")
 
 
 @dataclass
-class DetectorTrainConfig:
+class DetectorTrainConfig(RunConfig):
     """Every setting of a detector training run (saved as the run's config.yaml)."""
 
-    data: str
-    objects: str
-    out: str
-    split: str = "train"
-    epochs: int = 20
-    max_steps: int = 0  # stop after this many optimiser steps (0: run all epochs)
     batch_size: int = 4
     # AdamW: from scratch, with small batches and BatchNorm everywhere, it brings the loss
     # down much faster than SGD at the torchvision-recipe lr (see README, "Detector").
     optimizer: str = "adamw"
     lr: float = 3e-4
-    weight_decay: float = 1e-4
     clip_grad: float = 10.0  # max gradient norm
     backbone: str = "mobilenet_v3_fpn"
     box_head_width: int = 256  # box-head FC width (torchvision's 1024 adds 10 M parameters)
@@ -62,22 +53,12 @@ class DetectorTrainConfig:
     # RoIs sampled per image for the box and mask heads (torchvision: 512, a quarter of them
     # positive); the mask head on the positives is most of a step's compute.
     rois_per_image: int = 512
-    workers: int = 2
-    device: str = "auto"  # auto, cpu, cuda, cuda:N
-    amp: bool = True  # bf16 autocast of the backbone on CUDA
-    seed: int = 0
     init_backbone: str | None = None  # local torchvision ResNet-50 / MobileNetV3 state dict
-    checkpoint_every: int = 500
-    log_every: int = 10
 
     def __post_init__(self) -> None:
         if self.optimizer not in OPTIMIZERS:
             raise ValueError(f"optimizer: expected one of {OPTIMIZERS}, got {self.optimizer!r}")
 
-    @classmethod
-    def fields_(cls) -> set[str]:
-        """Names of the settings."""
-        return {f.name for f in fields(cls)}
 
 
 def collate(batch: list[tuple[Tensor, dict[str, Tensor]]]
@@ -95,7 +76,8 @@ class _Losses(nn.Module):
 
     def forward(self, images: list[Tensor], targets: list[dict[str, Tensor]]
                 ) -> dict[str, Tensor]:
-        return run_detector(self.net, images, targets, amp=self.amp)
+        return run_detector(self.net, images, targets,
+                            dtype=torch.bfloat16 if self.amp else None)
 
 
 class DetectorTrainer(TrainLoop):
@@ -106,14 +88,8 @@ class DetectorTrainer(TrainLoop):
 
     def __init__(self, cfg: DetectorTrainConfig, *, resume: bool = False,
                  progress: bool = True) -> None:
-        self.cfg, self.progress = cfg, progress
+        self.start_process(cfg, progress)
         self.clip_grad = cfg.clip_grad
-        proc = init_process(cfg.device)
-        self.world, self.rank, self.device = proc.world, proc.rank, proc.device
-        torch.manual_seed(cfg.seed + self.rank)
-        self.out = Path(cfg.out)
-        self.out.mkdir(parents=True, exist_ok=True)
-
         self.objects = load_objects(cfg.objects)
         self.dataset = DetectionDataset(cfg.data, self.objects, split=cfg.split)
         if len(self.dataset) < cfg.batch_size * self.world:
@@ -125,42 +101,18 @@ class DetectorTrainer(TrainLoop):
         self.net = build_detector(self.net_config, init_backbone=cfg.init_backbone
                                   ).to(self.device)
         self.net.roi_heads.fg_bg_sampler.batch_size_per_image = cfg.rois_per_image
-        self.model: nn.Module = _Losses(self.net, cfg.amp and self.device.type == "cuda")
-        if self.world > 1:
-            self.model = nn.parallel.DistributedDataParallel(
-                self.model,
-                device_ids=[self.device.index] if self.device.type == "cuda" else None)
         params = [p for p in self.net.parameters() if p.requires_grad]
         if cfg.optimizer == "sgd":
-            self.opt: torch.optim.Optimizer = torch.optim.SGD(
+            opt: torch.optim.Optimizer = torch.optim.SGD(
                 params, lr=cfg.lr, momentum=0.9, weight_decay=cfg.weight_decay)
         else:
-            self.opt = torch.optim.AdamW(params, lr=cfg.lr, weight_decay=cfg.weight_decay)
-        steps_per_epoch = len(self.dataset) // (cfg.batch_size * self.world)
-        total = steps_per_epoch * cfg.epochs
-        self.total_steps = min(total, cfg.max_steps) if cfg.max_steps > 0 else total
-        self.sched = torch.optim.lr_scheduler.LambdaLR(self.opt, self._lr_factor)
-        self.step = self.epoch = 0
-        if resume and (self.out / "last.pt").exists():
-            self._load(self.out / "last.pt")
-        if self.rank == 0:
-            (self.out / "config.yaml").write_text(yaml.safe_dump(asdict(cfg), sort_keys=False))
-            self.log = CsvLog(self.out / "log.csv", LOG_FIELDS)
+            opt = torch.optim.AdamW(params, lr=cfg.lr, weight_decay=cfg.weight_decay)
+        self.setup_training(_Losses(self.net, cfg.amp and self.device.type == "cuda"), opt)
+        self.start_run(resume, LOG_FIELDS)
 
-    def _lr_factor(self, step: int) -> float:
-        """Linear warm-up over 2 % of the run, then cosine decay to 5 %."""
-        return warmup_cosine(step, self.total_steps)
-
-    def _load(self, path: Path) -> None:
-        ckpt = load_detector_checkpoint(path, self.device)
-        try:
-            self.net.load_state_dict(ckpt["model"])
-            self.opt.load_state_dict(ckpt["optimizer"])
-            self.sched.load_state_dict(ckpt["scheduler"])
-        except (KeyError, ValueError, RuntimeError) as exc:
-            raise WeightsError(f"{path}: cannot resume this run's settings from it: "
-                               f"{exc}") from exc
-        self.step, self.epoch = int(ckpt["step"]), int(ckpt["epoch"])
+    def load_checkpoint(self, path: Path) -> dict[str, Any]:
+        """The detector checkpoint at `path`."""
+        return load_detector_checkpoint(path, self.device)
 
     def losses(self, batch: tuple[list[Tensor], list[dict[str, Tensor]]]
                ) -> dict[str, Tensor]:
@@ -186,10 +138,3 @@ class DetectorTrainer(TrainLoop):
         plot_curves(self.out / "log.csv", self.out / "losses.png",
                     curves=["loss", *LOSS_TERMS, "lr"],
                     title=f"Mask R-CNN ({self.cfg.backbone}) {self.out.name}")
-
-
-def config_from(values: dict[str, Any]) -> DetectorTrainConfig:
-    """A config from CLI/YAML values (None means: the default)."""
-    known = DetectorTrainConfig.fields_()
-    return DetectorTrainConfig(**{k: v for k, v in values.items()
-                                  if k in known and v is not None})

@@ -194,8 +194,8 @@ def test_training_losses_with_an_empty_image_and_bf16_backbone():
         {"boxes": torch.zeros(0, 4), "labels": torch.zeros(0, dtype=torch.int64),
          "masks": torch.zeros(0, 96, 128, dtype=torch.uint8)},
     ]
-    for amp in (False, True):  # bf16 autocast of the backbone (CPU autocast here)
-        losses = run_detector(model, [_image(5), _image(6)], targets, amp=amp)
+    for dtype in (None, torch.bfloat16):  # bf16 autocast of the backbone (CPU autocast here)
+        losses = run_detector(model, [_image(5), _image(6)], targets, dtype=dtype)
         assert set(losses) == {"loss_classifier", "loss_box_reg", "loss_mask",
                                "loss_objectness", "loss_rpn_box_reg"}
         assert all(v.dtype == torch.float32 and torch.isfinite(v) for v in losses.values())
