@@ -1,5 +1,8 @@
 """Shared fixtures: devices, the bundled objects, a tiny synthetic dataset."""
 
+import os
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -9,6 +12,14 @@ import yaml
 from pose6d_ros.core.objects import load_objects
 
 REPO = Path(__file__).resolve().parents[1]
+
+
+def torchrun_cli(*args: str) -> subprocess.CompletedProcess:
+    """`pose6d ARGS` under torchrun: 2 processes on the CPU (gloo), one thread each."""
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node",
+           "2", "-m", "pose6d_ros.cli", *args]
+    return subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=300)
 DEVICES = ["cpu"] + (["cuda"] if torch.cuda.is_available() else [])
 
 

@@ -1,8 +1,5 @@
 """`pose6d train coords`: tiny end-to-end runs (BPnP loss, checkpoints, resume, torchrun)."""
 
-import os
-import subprocess
-import sys
 
 import pytest
 import torch
@@ -11,7 +8,7 @@ from pose6d_ros.cli import main
 from pose6d_ros.nets.coordnet import load_checkpoint, load_coordnet
 from pose6d_ros.train.coords import CoordTrainConfig, CoordTrainer
 from pose6d_ros.train.logs import read_log
-from test.conftest import REPO
+from test.conftest import REPO, torchrun_cli
 
 TINY_NET = ["--encoder", "small", "--input-size", "32", "--decoder-width", "8",
             "--batch-size", "4", "--workers", "0", "--device", "cpu", "--quiet"]
@@ -81,11 +78,8 @@ def test_bpnp_loss_sends_gradients_to_the_network(synth_dir, tmp_path):
 @pytest.mark.slow
 def test_two_processes_with_torchrun_gloo(synth_dir, tmp_path):
     run = tmp_path / "ddp"
-    env = {**os.environ, "OMP_NUM_THREADS": "1"}
-    cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node",
-           "2", "-m", "pose6d_ros.cli", "train", "coords", "--data", str(synth_dir), "--out",
-           str(run), *TINY_NET, "--max-steps", "2", "--proj-warmup-steps", "1"]
-    done = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=300)
+    done = torchrun_cli("train", "coords", "--data", str(synth_dir), "--out", str(run),
+                        *TINY_NET, "--max-steps", "2", "--proj-warmup-steps", "1")
     assert done.returncode == 0, done.stderr[-3000:]
     assert load_checkpoint(run / "last.pt")["step"] == 2
     assert load_coordnet(run / "coordnet.pt").config.num_objects == 8

@@ -1,8 +1,5 @@
 """`pose6d train detector`: tiny runs from scratch (checkpoints, resume, fixed-batch fit)."""
 
-import os
-import subprocess
-import sys
 
 import pytest
 import torch
@@ -12,7 +9,7 @@ from pose6d_ros.cli import main
 from pose6d_ros.nets.detector import Detector, load_detector, load_detector_checkpoint
 from pose6d_ros.train.detector import DetectorTrainConfig, DetectorTrainer, collate
 from pose6d_ros.train.logs import read_log
-from test.conftest import REPO
+from test.conftest import REPO, torchrun_cli
 
 TINY = ["--backbone", "mobilenet_v3_fpn", "--min-size", "160", "--max-size", "214",
         "--rois-per-image", "64", "--batch-size", "2", "--workers", "0", "--device", "cpu",
@@ -86,11 +83,8 @@ def test_training_reduces_the_loss_on_a_fixed_batch(synth_dir, tmp_path):
 @pytest.mark.slow
 def test_two_processes_with_torchrun_gloo(synth_dir, tmp_path):
     run = tmp_path / "ddp"
-    env = {**os.environ, "OMP_NUM_THREADS": "1"}
-    cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node",
-           "2", "-m", "pose6d_ros.cli", "train", "detector", "--data", str(synth_dir), "--out",
-           str(run), *TINY, "--batch-size", "1", "--max-steps", "2"]
-    done = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=300)
+    done = torchrun_cli("train", "detector", "--data", str(synth_dir), "--out", str(run),
+                        *TINY, "--batch-size", "1", "--max-steps", "2")
     assert done.returncode == 0, done.stderr[-3000:]
     assert load_detector_checkpoint(run / "last.pt")["step"] == 2
     assert load_detector(run / "detector.pt")[1].num_classes == 8
