@@ -50,6 +50,10 @@ setup(
     ],
     extras_require={"test": ["pytest>=7", "ruff>=0.5"]},
     zip_safe=False,
+    # colcon's scripts (lib/pose6d_ros/pose_node) run the `python3` first on PATH, not the
+    # interpreter that ran colcon: activate the environment holding torch (a venv made with
+    # --system-site-packages, or any venv with ROS's PYTHONPATH) after sourcing ROS.
+    options={"build_scripts": {"executable": "/usr/bin/env python3"}},
     maintainer="pose6d_ros maintainers",
     maintainer_email="maintainers@pose6d-ros.dev",
     description="6D object pose estimation node for ROS 2 (Pix2Pose + BPnP).",

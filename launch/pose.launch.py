@@ -4,11 +4,13 @@
         camera_info_topic:=/camera/color/camera_info use_rviz:=true
 """
 
-from launch.actions import DeclareLaunchArgument
+from launch.actions import DeclareLaunchArgument, OpaqueFunction
 from launch.conditions import IfCondition
+from launch.launch_context import LaunchContext
 from launch.launch_description import LaunchDescription
 from launch.substitutions import LaunchConfiguration, PathJoinSubstitution
 from launch_ros.actions import Node
+from launch_ros.parameter_descriptions import ParameterValue
 from launch_ros.substitutions import FindPackageShare
 
 
@@ -23,9 +25,10 @@ def generate_launch_description() -> LaunchDescription:
                                           "use_compressed: true in the config file)."),
         DeclareLaunchArgument("camera_info_topic", default_value="camera_info",
                               description="sensor_msgs/CameraInfo topic of the same camera."),
-        DeclareLaunchArgument("device", default_value="auto",
+        DeclareLaunchArgument("device", default_value="",
                               description="auto (CUDA when available, else CPU), cpu, cuda, "
-                                          "cuda:N; overrides the config file."),
+                                          "cuda:N; overrides the config file's device when "
+                                          "given (empty: keep the config file's)."),
         DeclareLaunchArgument("config_file",
                               default_value=PathJoinSubstitution([share, "config", "pose.yaml"]),
                               description="Parameters file of pose_node (see config/pose.yaml)."),
@@ -35,16 +38,23 @@ def generate_launch_description() -> LaunchDescription:
                               description="RViz2 fixed frame: the camera's frame_id."),
     ]
     namespace = LaunchConfiguration("namespace")
-    pose_node = Node(
-        package="pose6d_ros", executable="pose_node", name="pose_node", namespace=namespace,
-        output="screen",
-        parameters=[LaunchConfiguration("config_file"),
-                    {"device": LaunchConfiguration("device")}],
-        remappings=[("image", LaunchConfiguration("image_topic")),
-                    ("camera_info", LaunchConfiguration("camera_info_topic"))])
     rviz = Node(
         package="rviz2", executable="rviz2", name="rviz2", namespace=namespace, output="log",
         arguments=["-d", PathJoinSubstitution([share, "config", "pose.rviz"]),
                    "-f", LaunchConfiguration("rviz_fixed_frame")],
         condition=IfCondition(LaunchConfiguration("use_rviz")))
-    return LaunchDescription([*arguments, pose_node, rviz])
+    return LaunchDescription([*arguments, OpaqueFunction(function=_pose_node), rviz])
+
+
+def _pose_node(context: LaunchContext) -> list[Node]:
+    """pose_node; `device` is passed only when given, so the config file's otherwise holds."""
+    device = LaunchConfiguration("device").perform(context)
+    # value_type=str: launch would otherwise read `device:=0` as an integer, which the
+    # node's string parameter refuses at start-up.
+    overrides = [{"device": ParameterValue(device, value_type=str)}] if device else []
+    return [Node(
+        package="pose6d_ros", executable="pose_node", name="pose_node",
+        namespace=LaunchConfiguration("namespace"), output="screen",
+        parameters=[LaunchConfiguration("config_file"), *overrides],
+        remappings=[("image", LaunchConfiguration("image_topic")),
+                    ("camera_info", LaunchConfiguration("camera_info_topic"))])]

@@ -261,6 +261,8 @@ class FrameProcessor:
             if self._last_done is not None and now > self._last_done:
                 rate = 1.0 / (now - self._last_done)
                 st.rate_hz = rate if st.rate_hz == 0 else (1 - _EMA) * st.rate_hz + _EMA * rate
+            if "debug_image" not in stages:  # nobody subscribes now: no drawing to report
+                st.latency_ms.pop("debug_image", None)
             for k, v in stages.items():
                 old = st.latency_ms.get(k)
                 st.latency_ms[k] = v if old is None else (1 - _EMA) * old + _EMA * v

@@ -252,11 +252,14 @@ def camera_matrix(info: Any, *, rectified: bool, topic: str = "camera_info") -> 
 def check_pair(image_header: Any, size: tuple[int, int], info: Any, *,
                image_topic: str = "image", info_topic: str = "camera_info") -> None:
     """FrameError unless the image (`size` = height, width) and its camera_info agree in
-    frame_id and size."""
+    frame_id and size, and the image names its frame (the parent of every output)."""
     h, w = size
     if (int(info.height), int(info.width)) != (h, w):
         raise FrameError("size", f"{image_topic}: image is {w}x{h} but {info_topic} says "
                                  f"{int(info.width)}x{int(info.height)}")
+    if not image_header.frame_id:  # tf2 ignores such transforms, RViz cannot place markers
+        raise FrameError("frame_id", f"{image_topic}: empty frame_id; the poses, TF and "
+                                     "markers need the camera's optical frame")
     if image_header.frame_id != info.header.frame_id:
         raise FrameError("frame_id", f"{image_topic}: frame_id {image_header.frame_id!r} "
                                      f"differs from {info_topic}'s {info.header.frame_id!r}")

@@ -27,7 +27,9 @@ try:
         ParameterDescriptor,
         SetParametersResult,
     )
+    from rclpy.exceptions import ParameterException
     from rclpy.executors import ExternalShutdownException
+    from rclpy.logging import get_logger
     from rclpy.node import Node
     from rclpy.parameter import Parameter
     from rclpy.qos import (
@@ -58,6 +60,10 @@ NODE_NAME = "pose_node"
 WARN_THROTTLE_S = 5.0  # at most one warning per call site in this many seconds
 PUBLISH_DEPTH = 10
 DIAGNOSTIC_NAME = "pose6d_ros: pose_node"
+
+
+class ParameterValueError(ValueError):
+    """A start-up parameter value the node cannot use (the message names it)."""
 
 
 class PoseNode(Node):
@@ -111,6 +117,12 @@ class PoseNode(Node):
         for spec in param_specs():
             descriptor = ParameterDescriptor(description=spec.description,
                                              read_only=spec.read_only)
+            if spec.type is float:
+                # rclpy refuses an integer for a double parameter (`marker_lifetime: 2` in
+                # a parameters file kills the node at start-up, `ros2 param set ... 1` is
+                # refused) although `pose6d bag` reads the same file: let integers in;
+                # settings_from_dict turns them into floats and checks every value.
+                descriptor.dynamic_typing = True
             if spec.range is not None and spec.type is float:
                 descriptor.floating_point_range = [FloatingPointRange(
                     from_value=float(spec.range[0]), to_value=float(spec.range[1]), step=0.0)]
@@ -119,7 +131,10 @@ class PoseNode(Node):
                     from_value=int(spec.range[0]), to_value=int(spec.range[1]), step=1)]
             values[spec.name] = self.declare_parameter(spec.name, spec.default,
                                                        descriptor).value
-        settings = settings_from_dict(values)
+        try:
+            settings = settings_from_dict(values)
+        except ValueError as exc:  # e.g. an integer outside a float parameter's range
+            raise ParameterValueError(str(exc)) from None
         # Registered after declaring: the declarations above need no validation of ours.
         self.add_on_set_parameters_callback(self.on_set_parameters)
         return settings
@@ -255,6 +270,9 @@ def main(args: list[str] | None = None) -> int:
         rclpy.spin(node)
     except (KeyboardInterrupt, ExternalShutdownException):
         pass
+    except (ParameterException, ParameterValueError) as exc:  # one line, not a traceback
+        get_logger(NODE_NAME).fatal(f"cannot start: {exc}")
+        return 1
     finally:
         if node is not None:
             node.destroy_node()

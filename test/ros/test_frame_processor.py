@@ -75,6 +75,10 @@ def test_debug_image_only_when_asked(types, processor):
     assert (img.height, img.width, img.encoding, img.header.frame_id) == (H, W, "rgb8", "cam")
     drawn = np.asarray(img.data).reshape(H, W, 3)
     assert (drawn != 90).any()  # the overlay changed pixels
+    assert "latency_debug_image_ms" in processor.stats.values()
+    # The last subscriber left: the drawing's latency is no longer reported.
+    assert processor.process(*pair(types)).debug_image is None
+    assert "latency_debug_image_ms" not in processor.stats.values()
 
 
 def test_switches_and_run_time_thresholds(types, processor, estimator):
@@ -117,18 +121,21 @@ def test_instance_index_and_symmetry_stable_over_frames(types, processor, estima
 # ---- bad inputs: reported, counted, and the next good frame still works ----------------
 
 def _bad_cases(types):
+    """(case, kind counted, (image, camera_info), words the reason contains)."""
     image, info = pair(types)
     image.encoding = "yuv422"
-    yield "encoding", (image, info), ["'yuv422'", "/cam/image"]
-    yield "intrinsics", pair(types, K=np.zeros((3, 3))), ["/cam/camera_info K"]
-    yield "size", pair(types, info_size=(480, 640)), ["64x48", "640x480"]
-    yield "frame_id", pair(types, info_frame="other"), ["'cam'", "'other'"]
-    yield "empty", pair(types, size=(0, 0)), ["empty"]
+    yield "encoding", "encoding", (image, info), ["'yuv422'", "/cam/image"]
+    yield "intrinsics", "intrinsics", pair(types, K=np.zeros((3, 3))), ["/cam/camera_info K"]
+    yield "size", "size", pair(types, info_size=(480, 640)), ["64x48", "640x480"]
+    yield "frame_id", "frame_id", pair(types, info_frame="other"), ["'cam'", "'other'"]
+    yield "no_frame_id", "frame_id", pair(types, frame_id=""), ["/cam/image", "empty frame_id"]
+    yield "empty", "empty", pair(types, size=(0, 0)), ["empty"]
 
 
-@pytest.mark.parametrize("case", ["encoding", "intrinsics", "size", "frame_id", "empty"])
+@pytest.mark.parametrize("case", ["encoding", "intrinsics", "size", "frame_id", "no_frame_id",
+                                  "empty"])
 def test_bad_frames_are_rejected_counted_and_survived(types, processor, estimator, case):
-    kind, (image, info), words = next(c for c in _bad_cases(types) if c[0] == case)
+    _, kind, (image, info), words = next(c for c in _bad_cases(types) if c[0] == case)
     calls = len(estimator.calls)
     out = processor.process(image, info)
     assert isinstance(out, Rejected) and out.kind == kind

@@ -34,6 +34,8 @@ try:
     from geometry_msgs.msg import PoseArray
     from launch.actions import IncludeLaunchDescription, SetEnvironmentVariable
     from launch.launch_description_sources import PythonLaunchDescriptionSource
+    from rcl_interfaces.msg import Parameter, ParameterType, ParameterValue
+    from rcl_interfaces.srv import GetParameters, SetParameters
     from rclpy.qos import DurabilityPolicy, QoSProfile, ReliabilityPolicy
     from rclpy.time import Time
     from sensor_msgs.msg import CameraInfo, Image
@@ -49,17 +51,21 @@ except Exception as exc:  # any missing piece: the tests below skip, naming it
 
 @pytest.mark.launch_test
 def generate_test_description():
-    """pose.launch.py (namespace, remapped inputs, the stub estimator), then ReadyToTest."""
+    """pose.launch.py (namespace, remapped inputs, the stub estimator), then ReadyToTest.
+
+    The parameters file sets `device` (no `device:=` argument: the file's must hold) and an
+    integer for the double `marker_lifetime` (rclpy alone would refuse it at start-up).
+    """
     if SKIP:
         return LaunchDescription([launch_testing.actions.ReadyToTest()])
     params = Path(tempfile.mkdtemp()) / "pose_test.yaml"
     params.write_text("/**:\n  ros__parameters:\n    estimator: test.ros.stubs:StubEstimator\n"
-                      "    tf_prefix: t/\n    marker_lifetime: 2.0\n")
+                      "    tf_prefix: t/\n    marker_lifetime: 2\n    device: cpu\n")
     pythonpath = os.pathsep.join([str(REPO), os.environ.get("PYTHONPATH", "")])
     launch = IncludeLaunchDescription(
         PythonLaunchDescriptionSource(str(SHARE / "launch" / "pose.launch.py")),
         launch_arguments={"namespace": NAMESPACE, "image_topic": "/test/image",
-                          "camera_info_topic": "/test/camera_info", "device": "cpu",
+                          "camera_info_topic": "/test/camera_info",
                           "config_file": str(params), "use_rviz": "false"}.items())
     return LaunchDescription([SetEnvironmentVariable("PYTHONPATH", pythonpath), launch,
                               launch_testing.actions.ReadyToTest()])
@@ -140,6 +146,7 @@ class TestPoseNode(unittest.TestCase):
         marker = self.got["markers"][-1].markers[0]
         self.assertTrue(marker.mesh_resource.startswith("package://pose6d_ros/models/"))
         self.assertEqual(marker.header.frame_id, FRAME)
+        self.assertEqual((marker.lifetime.sec, marker.lifetime.nanosec), (2, 0))
         image = self.got["debug_image"][-1]
         self.assertEqual((image.height, image.width, image.encoding), (H, W, "rgb8"))
         tf = self.tf_buffer.lookup_transform(FRAME, "t/eggbox_0", Time())
@@ -153,6 +160,40 @@ class TestPoseNode(unittest.TestCase):
         self.assertTrue(self._spin_until(lambda: any(
             s.name == "pose6d_ros: pose_node" and s.level == s.OK
             for a in self.got.get("/diagnostics", []) for s in a.status)))
+
+    def _call(self, srv_type, name, request):
+        client = self.node.create_client(srv_type, f"/{NAMESPACE}/pose_node/{name}")
+        self.assertTrue(client.wait_for_service(timeout_sec=10.0), name)
+        future = client.call_async(request)
+        rclpy.spin_until_future_complete(self.node, future, timeout_sec=10.0)
+        self.assertTrue(future.done(), name)
+        return future.result()
+
+    def _set(self, name, value):
+        kind = {bool: ParameterType.PARAMETER_BOOL, int: ParameterType.PARAMETER_INTEGER,
+                float: ParameterType.PARAMETER_DOUBLE, str: ParameterType.PARAMETER_STRING}
+        field = {bool: "bool_value", int: "integer_value", float: "double_value",
+                 str: "string_value"}[type(value)]
+        pv = ParameterValue(type=kind[type(value)], **{field: value})
+        result = self._call(SetParameters, "set_parameters",
+                            SetParameters.Request(parameters=[Parameter(name=name, value=pv)]))
+        return result.results[0]
+
+    def test_parameters_from_the_file_and_at_run_time(self):
+        got = self._call(GetParameters, "get_parameters",
+                         GetParameters.Request(names=["device", "marker_lifetime"]))
+        self.assertEqual(got.values[0].string_value, "cpu")  # not the launch file's default
+        # kept as given (an integer); the node uses 2.0 s (test_every_output's markers)
+        self.assertEqual(got.values[1].integer_value or got.values[1].double_value, 2)
+        self.assertFalse(self._set("max_instances", 0).successful)  # outside [1, 256]
+        self.assertFalse(self._set("detection_score", "high").successful)
+        self.assertFalse(self._set("estimator", "x:Y").successful)  # read-only
+        # An integer for a double is taken, and the latched LabelInfo carries the threshold.
+        self.got.pop("label_info", None)
+        self.assertTrue(self._set("detection_score", 1).successful)
+        self.assertTrue(self._spin_until(lambda: any(
+            msg.threshold == 1.0 for msg in self.got.get("label_info", []))))
+        self.assertTrue(self._set("detection_score", 0.5).successful)
 
     def test_bad_frames_are_reported_and_the_node_keeps_running(self):
         def reported():

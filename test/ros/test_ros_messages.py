@@ -246,6 +246,10 @@ def test_check_pair(types):
     with pytest.raises(m.FrameError, match="'other'") as err:
         m.check_pair(header(types, frame_id="other"), (6, 5), info)
     assert err.value.kind == "frame_id"
+    with pytest.raises(m.FrameError, match="/im: empty frame_id") as err:  # TF drops it
+        m.check_pair(header(types, frame_id=""), (6, 5), _info(types, np.eye(3), frame_id=""),
+                     image_topic="/im")
+    assert err.value.kind == "frame_id"
 
 
 def test_rclpy_messages_build_too(catalog, poses):
