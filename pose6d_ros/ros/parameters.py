@@ -37,6 +37,8 @@ class PoseSettings:
                                "the share folder.", reload=True)
     device: str = _p("auto", "auto (CUDA when available, else CPU), cpu, cuda or cuda:N.",
                      reload=True)
+    precision: str = _p("auto", "Network arithmetic: auto (bf16 on CUDA, fp32 on the CPU), "
+                        "fp32, bf16 or fp16 (CUDA).", reload=True)
     estimator: str = _p("pose6d_ros.pipeline:Estimator", "Estimator class 'module:Class', "
                         "given an EstimatorConfig (tests plug in a stub).", read_only=True)
     detection_score: float = _p(0.5, "Minimum detector score.", range=(0.0, 1.0))
@@ -147,6 +149,7 @@ def estimator_config(settings: PoseSettings) -> EstimatorConfig:
     return EstimatorConfig(objects=str(resolve_path(settings.objects)),
                            detector_weights=str(resolve_path(settings.detector_weights)),
                            coordnet_weights=str(resolve_path(settings.coordnet_weights)),
-                           device=settings.device, detection_score=settings.detection_score,
+                           device=settings.device, precision=settings.precision,
+                           detection_score=settings.detection_score,
                            min_inliers=settings.min_inliers,
                            max_instances=settings.max_instances)
