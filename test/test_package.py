@@ -16,7 +16,7 @@ def test_package_xml_declares_dependencies():
     execs = {e.text for e in root.findall("exec_depend")}
     assert {"rclpy", "sensor_msgs", "geometry_msgs", "vision_msgs", "visualization_msgs",
             "tf2_ros", "message_filters", "python3-opencv", "python3-numpy", "python3-yaml",
-            "python3-trimesh"} <= execs
+            "python3-trimesh-pip"} <= execs
     # Nothing declared that the code does not use (rosdep would install it for nothing).
     assert not {"cv_bridge", "tf_transformations"} & execs
     assert "launch_testing" in {e.text for e in root.findall("test_depend")}
