@@ -111,6 +111,8 @@ class NaiveBaseline:
         self.pools = SymmetryPools(coords.objects)  # on the CPU, as the rest of the loop
         self.corr = corr_options or coords.corr_options
         self.pnp = pnp_options or coords.pnp_options
+        # OpenCV's solver of the same name, else SQPnP (the baseline's PnP is OpenCV's).
+        self.cv_method = self.pnp.method if self.pnp.method in METHODS else "sqpnp"
         self.seed = seed
 
     def crop(self, rgb: np.ndarray, box_xywh: Sequence[float]) -> tuple[np.ndarray, np.ndarray]:
@@ -168,10 +170,11 @@ class NaiveBaseline:
                 found, rvec, tvec, inl = cv2.solvePnPRansac(
                     obj, img, K, None, iterationsCount=o.ransac_iterations,
                     reprojectionError=o.reprojection_px, confidence=o.confidence,
-                    flags=METHODS[o.method])
+                    flags=METHODS[self.cv_method])
                 sel = inl.ravel() if found and inl is not None else np.zeros(0, np.int64)
             else:
-                found, rvec, tvec = cv2.solvePnP(obj, img, K, None, flags=METHODS[o.method])
+                found, rvec, tvec = cv2.solvePnP(obj, img, K, None,
+                                                 flags=METHODS[self.cv_method])
                 sel = np.arange(len(obj))
             if not found or sel.size < o.min_points:
                 return fail

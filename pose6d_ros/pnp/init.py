@@ -29,7 +29,8 @@ def opencv_init(x2d: Tensor, x3d: Tensor, K: Tensor, valid: Tensor, *, method: s
         (subset of `valid`), and `ok (B,)` bool; failed instances get R = I, t = 0.
     """
     if method not in METHODS:
-        raise ValueError(f"PnP init method: unknown {method!r}; choose one of {sorted(METHODS)}")
+        raise ValueError(f"PnP init method: unknown {method!r}; choose auto, multistart or "
+                         f"one of {sorted(METHODS)}")
     flag = METHODS[method]
     B, N = valid.shape
     x2d_np = x2d.detach().to("cpu", torch.float64).numpy()

@@ -9,6 +9,7 @@ from torch import Tensor
 from pose6d_ros.core.camera import check_intrinsics
 from pose6d_ros.pnp.init import opencv_init
 from pose6d_ros.pnp.levenberg_marquardt import refine
+from pose6d_ros.pnp.multistart import INIT_MULTISTART, multistart_init
 from pose6d_ros.pnp.reprojection import Reprojection
 
 
@@ -27,7 +28,12 @@ class PnPStatus(IntEnum):
 class PnPOptions:
     """Settings of `solve_pnp`; the defaults suit coordinate-network correspondences."""
 
-    method: str = "sqpnp"  # OpenCV solver for the initial pose: sqpnp, epnp, ap3p, iterative
+    # Initial pose: "multistart", batched on the points' device (pnp/multistart.py), or one
+    # of OpenCV's solvers, one instance at a time on the CPU: sqpnp, epnp, ap3p, iterative.
+    # "auto": multistart for points on a GPU (no host round trip), sqpnp on the CPU (faster
+    # there when most correspondences are inliers).
+    method: str = "auto"
+    starts: int = 32  # starting rotations per instance of "multistart"
     ransac: bool = True  # RANSAC over the initial solver; its inliers are kept for refinement
     reprojection_px: float = 3.0  # RANSAC inlier threshold in pixels
     ransac_iterations: int = 150
@@ -123,9 +129,14 @@ def solve_pnp(x2d: Tensor, x3d: Tensor, K: Tensor, *, weights: Tensor | None = N
     x, X1 = channels_first(x2d, x3d, valid)
     enough = valid.sum(-1) >= options.min_points
 
-    if init is None:
+    method = init_method(options, x2d.device)
+    if init is None and method == INIT_MULTISTART:
+        R, t, inliers, ok = multistart_init(x, X1, K, valid, starts=options.starts,
+                                            reprojection_px=options.reprojection_px,
+                                            min_points=options.min_points)
+    elif init is None:
         R, t, inliers, ok = opencv_init(
-            x2d, x3d, K, valid, method=options.method, ransac=options.ransac,
+            x2d, x3d, K, valid, method=method, ransac=options.ransac,
             reprojection_px=options.reprojection_px, iterations=options.ransac_iterations,
             confidence=options.confidence, min_points=options.min_points)
     else:
@@ -151,6 +162,13 @@ def solve_pnp(x2d: Tensor, x3d: Tensor, K: Tensor, *, weights: Tensor | None = N
     f = torch.where(failed, torch.zeros_like(f), f)
     return PnPResult(R=R, t=t, inliers=inliers & ~failed[:, None], status=status, cost=f,
                      iterations=iterations)
+
+
+def init_method(options: PnPOptions, device: torch.device) -> str:
+    """The initialisation `options.method` names for points on `device` ("auto" resolved)."""
+    if options.method == "auto":
+        return INIT_MULTISTART if device.type == "cuda" else "sqpnp"
+    return options.method
 
 
 def is_degenerate(JtJ: Tensor, threshold: float) -> Tensor:
