@@ -215,18 +215,24 @@ def _train_config(args: argparse.Namespace, config_cls: type, what: str):
 def _cmd_train_coords(args: argparse.Namespace) -> int:
     from pose6d_ros.train.coords import CoordTrainConfig, CoordTrainer
 
-    cfg = _train_config(args, CoordTrainConfig, "coords")
-    weights = CoordTrainer(cfg, resume=args.resume, progress=not args.quiet).run()
-    print(f"train coords: weights {weights}")
-    return 0
+    return _train(args, CoordTrainer, _train_config(args, CoordTrainConfig, "coords"), "coords")
 
 
 def _cmd_train_detector(args: argparse.Namespace) -> int:
     from pose6d_ros.train.detector import DetectorTrainConfig, DetectorTrainer
 
-    cfg = _train_config(args, DetectorTrainConfig, "detector")
-    weights = DetectorTrainer(cfg, resume=args.resume, progress=not args.quiet).run()
-    print(f"train detector: weights {weights}")
+    return _train(args, DetectorTrainer, _train_config(args, DetectorTrainConfig, "detector"),
+                  "detector")
+
+
+def _train(args: argparse.Namespace, trainer_cls: type, cfg: object, what: str) -> int:
+    """Set up (its errors, e.g. too little data or a missing split, are usage errors) and run
+    one training."""
+    try:
+        trainer = trainer_cls(cfg, resume=args.resume, progress=not args.quiet)
+    except ValueError as exc:
+        raise UsageError(f"train {what}: {exc}") from exc
+    print(f"train {what}: weights {trainer.run()}")
     return 0
 
 
@@ -442,6 +448,11 @@ def build_parser() -> argparse.ArgumentParser:
     tc.add_argument("--lambda-proj", type=float, help="0 switches the BPnP loss off")
     tc.add_argument("--proj-warmup-steps", type=int)
     tc.add_argument("--init-encoder", type=Path, help="local torchvision ResNet weights")
+    tc.add_argument("--val-data", type=Path, help="dataset with the validation split "
+                    "(default: --data)")
+    tc.add_argument("--val-split", help="validated at every checkpoint when it exists "
+                    "(default val; '' switches it off)")
+    tc.add_argument("--val-crops", type=int, help="validation crops (512)")
     tc.set_defaults(func=_cmd_train_coords)
 
     td = train.add_parser("detector", help="train the Mask R-CNN detector from scratch")

@@ -171,6 +171,11 @@ class TrainLoop:
         """Redraw the run's loss curves."""
         raise NotImplementedError
 
+    def checkpoint_done(self) -> None:
+        """After each checkpoint, on rank 0: redraw the curves (and validate, where a
+        trainer can)."""
+        self.plot()
+
     def _save(self, name: str, *, final: bool = False) -> None:
         if self.rank == 0:
             save_atomic(self.out / name, lambda tmp: self.save_checkpoint(tmp, final=final))
@@ -216,7 +221,7 @@ class TrainLoop:
                 if self.step % cfg.checkpoint_every == 0:
                     self._save("last.pt")
                     if self.rank == 0:
-                        self.plot()
+                        self.checkpoint_done()
                 if self.step >= self.total_steps:
                     break
             self.epoch += 1
@@ -224,7 +229,7 @@ class TrainLoop:
         self._save("last.pt")
         self._save(self.final_name, final=True)
         if self.rank == 0:
-            self.plot()
+            self.checkpoint_done()
         if self.world > 1:
             torch.distributed.barrier()
         return self.out / self.final_name

@@ -16,6 +16,7 @@ from typing import Any
 import numpy as np
 import torch
 from torch import Tensor
+from torch.utils.data import Dataset, Subset
 
 from pose6d_ros.core.objects import ObjectRegistry, load_objects
 from pose6d_ros.core.rotations import ray_rotation, rotation_grid
@@ -38,10 +39,11 @@ from pose6d_ros.nets.losses import (
 )
 from pose6d_ros.pnp.bpnp import bpnp
 from pose6d_ros.train.common import RunConfig, TrainLoop
-from pose6d_ros.train.logs import plot_curves
+from pose6d_ros.train.logs import CsvLog, plot_curves
 
 LOG_FIELDS = ["step", "epoch", "lr", "loss", "xyz", "error", "mask", "rot", "proj", "proj_ok",
               "seconds"]
+VAL_FIELDS = ["step", "epoch", "xyz", "xyz_zero", "mask_iou", "crops"]
 
 
 @dataclass
@@ -61,6 +63,11 @@ class CoordTrainConfig(RunConfig):
     proj_pixels: int = 128  # correspondences per instance for BPnP
     proj_points: int = 128  # mesh points per object compared in the image
     init_encoder: str | None = None  # local torchvision ResNet state dict
+    # Validation at every checkpoint (val.csv, val.png) on `val_crops` crops spread over the
+    # `val_split` of `val_data` (default: data), when that split exists; "" switches it off.
+    val_data: str | None = None
+    val_split: str = "val"
+    val_crops: int = 512
 
 
 def _mesh_points(objects: ObjectRegistry, count: int, seed: int) -> Tensor:
@@ -102,7 +109,65 @@ class CoordTrainer(TrainLoop):
         self.grid = rotation_grid(max(cfg.rotation_bins, 1)).float().to(self.device)
         self.points = _mesh_points(self.objects, cfg.proj_points, cfg.seed).to(self.device)
         self.gen = torch.Generator(device=self.device).manual_seed(cfg.seed + 7919 * self.rank)
+        self.val_set = self._validation_set() if self.rank == 0 else None
         self.start_run(resume, LOG_FIELDS)
+        if self.val_set is not None:
+            self.val_log = CsvLog(self.out / "val.csv", VAL_FIELDS)
+
+    def _validation_set(self) -> Dataset | None:
+        """Fixed, unaugmented crops spread over the validation split (None: no split)."""
+        cfg = self.cfg
+        if not cfg.val_split:
+            return None
+        root = Path(cfg.val_data or cfg.data)
+        if not (root / cfg.val_split).is_dir():
+            if cfg.val_data:  # asked for explicitly
+                raise ValueError(f"{root / cfg.val_split}: no validation split there")
+            return None
+        crops = CropDataset(root, self.objects, split=cfg.val_split, size=cfg.input_size,
+                            augment=False)
+        step = max(1, len(crops) // max(1, cfg.val_crops))
+        return Subset(crops, range(0, len(crops), step)[:cfg.val_crops])
+
+    @torch.no_grad()
+    def validate(self) -> dict[str, float]:
+        """On the validation crops: mean |error| of the normalised coordinates on object
+        pixels (symmetry-aware), the same for predicting 0 (no orientation learnt), and the
+        IoU of the predicted and true visible masks."""
+        from torch.utils.data import DataLoader
+
+        dev = self.device
+        err = zero = pixels = inter = union = 0.0
+        self.net.eval()
+        for batch in DataLoader(self.val_set, batch_size=64, num_workers=0):
+            b = {k: v.to(dev) for k, v in batch.items()}
+            labels = b["label"]
+            with torch.autocast(dev.type, dtype=torch.bfloat16,
+                                enabled=self.cfg.amp and dev.type == "cuda"):
+                out = self.net(b["image"], labels)
+            full = b["mask_full"] > 0
+            target = transformer_loss(out.xyz.float(), b["xyz"], full, self.pools.R[labels],
+                                      self.pools.t[labels], self.pools.valid[labels],
+                                      b["center"], b["scale"], beta=self.cfg.beta).target
+            m = full[:, None]
+            err += float(((out.xyz.float() - target).abs() * m).sum())
+            zero += float((target.abs() * m).sum())
+            pixels += 3 * float(m.sum())
+            pred, visible = out.mask_logit[:, 0] > 0, b["mask_visib"] > 0
+            inter += float((pred & visible).sum())
+            union += float((pred | visible).sum())
+        self.net.train()
+        return {"xyz": err / max(pixels, 1.0), "xyz_zero": zero / max(pixels, 1.0),
+                "mask_iou": inter / max(union, 1.0), "crops": float(len(self.val_set))}
+
+    def checkpoint_done(self) -> None:
+        """Validate (when there is a validation split), then redraw the curves."""
+        if self.val_set is not None:
+            self.val_log.write({"step": self.step, "epoch": self.epoch, **self.validate()})
+            plot_curves(self.out / "val.csv", self.out / "val.png",
+                        curves=["xyz", "xyz_zero", "mask_iou"],
+                        title=f"CoordNet validation {self.out.name}")
+        self.plot()
 
     def load_checkpoint(self, path: Path) -> dict[str, Any]:
         """The CoordNet checkpoint at `path`."""
