@@ -343,8 +343,9 @@ def _parse_names(text: str | None) -> dict[int, str]:
 def _cmd_weights_shrink(args: argparse.Namespace) -> int:
     from pose6d_ros.nets.weights import shrink_checkpoint
 
-    size = shrink_checkpoint(args.checkpoint, args.out)
-    print(f"wrote {args.out}: {size / 2**20:.1f} MiB (float16 weights)")
+    size = shrink_checkpoint(args.checkpoint, args.out, int8=args.int8)
+    print(f"wrote {args.out}: {size / 2**20:.1f} MiB "
+          f"({'int8 + float16' if args.int8 else 'float16'} weights)")
     return 0
 
 
@@ -525,6 +526,8 @@ def build_parser() -> argparse.ArgumentParser:
                        "state (the shipped form)")
     ws.add_argument("checkpoint", type=Path)
     ws.add_argument("--out", type=Path, required=True)
+    ws.add_argument("--int8", action="store_true", help="large weight tensors as int8 with a "
+                    "scale per output channel (a quarter of float32)")
     ws.set_defaults(func=_cmd_weights_shrink)
 
     objs = sub.add_parser("objects", help="objects YAML tools").add_subparsers(

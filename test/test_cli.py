@@ -48,6 +48,7 @@ def test_shipped_weights_fit_the_budget_and_run_the_readme_demo(tmp_path, capsys
     shipped = sorted((REPO / "models").glob("*.pt"))
     assert {p.name for p in shipped} == {"detector.pt", "coordnet.pt"}
     assert sum(p.stat().st_size for p in shipped) <= 50 * 2**20
+    assert all(p.stat().st_size <= 20 * 10**6 for p in shipped)  # no big files in git
     _, cfg = load_detector(default_weights("detector"))
     assert cfg.num_classes == load_coordnet(default_weights("coordnet")).config.num_objects == 8
     assert main(["demo", "--out", str(tmp_path), "--device", "cpu"]) == 0

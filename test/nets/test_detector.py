@@ -217,3 +217,25 @@ def test_shrunk_weights_load_as_float32_within_float16_rounding(mobilenet, tmp_p
     for (name, p), q in zip(model.state_dict().items(), half.state_dict().values(),
                             strict=True):
         torch.testing.assert_close(q, p.to(q.dtype), rtol=1e-3, atol=1e-4, msg=name)
+
+
+def test_int8_weights_load_as_float32_within_half_a_step(mobilenet, tmp_path):
+    """`weights shrink --int8`: big tensors as int8 with a float16 scale per output channel,
+    so each weight comes back within half a quantisation step of its value."""
+    from pose6d_ros.cli import main
+
+    model, cfg = mobilenet
+    full = tmp_path / "detector.pt"
+    save_detector(full, model, cfg, step=3)
+    assert main(["weights", "shrink", str(full), "--out", str(tmp_path / "q.pt"),
+                 "--int8"]) == 0
+    assert (tmp_path / "q.pt").stat().st_size < 0.35 * full.stat().st_size
+    small, _ = load_detector(tmp_path / "q.pt")
+    for (name, p), q in zip(model.state_dict().items(), small.state_dict().values(),
+                            strict=True):
+        if not p.is_floating_point():
+            continue
+        assert q.dtype == torch.float32, name
+        dims = tuple(range(1, p.dim()))
+        step = p.abs().amax(dim=dims, keepdim=True) / 127 if dims else p.abs()
+        assert ((q - p).abs() <= 0.51 * step + 1e-3 * p.abs() + 1e-6).all(), name
