@@ -522,8 +522,8 @@ def build_parser() -> argparse.ArgumentParser:
 
     wt = sub.add_parser("weights", help="weights files").add_subparsers(dest="what",
                                                                         required=True)
-    ws = wt.add_parser("shrink", help="a checkpoint with float16 weights and no optimiser "
-                       "state (the shipped form)")
+    ws = wt.add_parser("shrink", help="a checkpoint without optimiser state, weights in "
+                       "float16 (or int8 with --int8): the shipped form")
     ws.add_argument("checkpoint", type=Path)
     ws.add_argument("--out", type=Path, required=True)
     ws.add_argument("--int8", action="store_true", help="large weight tensors as int8 with a "

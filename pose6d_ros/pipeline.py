@@ -18,6 +18,7 @@ from pose6d_ros.core.objects import load_objects
 from pose6d_ros.core.timing import StageTimer
 from pose6d_ros.nets.coord_poses import CoordPoseEstimator
 from pose6d_ros.nets.coordnet import WeightsError, load_coordnet
+from pose6d_ros.nets.precision import network_dtype
 from pose6d_ros.pnp import PnPStatus
 
 
@@ -38,21 +39,6 @@ class EstimatorConfig:
     # On CUDA, wait for the device at each stage so per-stage timings are its own (a sync
     # per stage; off, only the total is the frame's).
     sync_timings: bool = False
-
-
-PRECISIONS = {"fp32": None, "bf16": torch.bfloat16, "fp16": torch.float16}
-
-
-def network_dtype(precision: str, device: torch.device) -> torch.dtype | None:
-    """The autocast dtype of `precision` on `device` (None: float32)."""
-    if precision == "auto":
-        return torch.bfloat16 if device.type == "cuda" else None
-    if precision not in PRECISIONS:
-        raise ValueError(f"precision: expected auto or one of {sorted(PRECISIONS)}, got "
-                         f"{precision!r}")
-    if precision == "fp16" and device.type != "cuda":
-        raise ValueError(f"precision: fp16 needs CUDA, the device is {device}")
-    return PRECISIONS[precision]
 
 
 @dataclass

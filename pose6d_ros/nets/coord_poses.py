@@ -22,6 +22,7 @@ from pose6d_ros.nets.correspondences import (
     CorrespondenceOptions,
     select_correspondences,
 )
+from pose6d_ros.nets.precision import autocast, memory_format
 from pose6d_ros.pnp import PnPOptions, solve_pnp
 from pose6d_ros.pnp.solver import DEFAULT_OPTIONS
 
@@ -72,9 +73,7 @@ class CoordPoseEstimator:
         self.device = torch.device(device)
         self.net = net.to(self.device).eval()
         self.dtype = dtype  # autocast dtype of the network (None: float32)
-        # NHWC convolutions are faster on CUDA (measured no gain on the CPU).
-        self.memory_format = (torch.channels_last if self.device.type == "cuda"
-                              else torch.contiguous_format)
+        self.memory_format = memory_format(self.device)
         self.net.to(memory_format=self.memory_format)
         self.objects, self.enlarge = objects, enlarge
         self.corr_options, self.pnp_options = correspondences, pnp
@@ -101,8 +100,7 @@ class CoordPoseEstimator:
         crops = crop_instances(image, boxes, self.net.config.input_size)
         crops = crops.contiguous(memory_format=self.memory_format)
         mark("crops")
-        with torch.autocast(dev.type, dtype=self.dtype or torch.float32,
-                            enabled=self.dtype is not None):
+        with autocast(dev, self.dtype):
             out = self.net(crops, labels)
         mark("coordnet")
         corr = select_correspondences(out.xyz.float(), out.error.float(),

@@ -19,6 +19,7 @@ from torchvision.models.detection.anchor_utils import AnchorGenerator
 from torchvision.models.detection.backbone_utils import mobilenet_backbone
 from torchvision.models.detection.faster_rcnn import FastRCNNPredictor, TwoMLPHead
 
+from pose6d_ros.nets.precision import autocast, memory_format
 from pose6d_ros.nets.weights import WeightsError, read_checkpoint, write_checkpoint
 
 BACKBONES = ("mobilenet_v3_fpn", "resnet50_fpn")
@@ -143,8 +144,7 @@ def run_detector(model: MaskRCNN, images: list[Tensor],
     """
     original_sizes = [(int(im.shape[-2]), int(im.shape[-1])) for im in images]
     batch, targets = model.transform(images, targets)
-    with torch.autocast(batch.tensors.device.type, dtype=dtype or torch.float32,
-                        enabled=dtype is not None):
+    with autocast(batch.tensors.device, dtype):
         features = model.backbone(batch.tensors)
     features = {k: v.float() for k, v in features.items()}
     proposals, rpn_losses = model.rpn(batch, features, targets)
@@ -179,8 +179,7 @@ class Detector:
                  dtype: torch.dtype | None = None) -> None:
         self.device = torch.device(device)
         self.model = model.to(self.device).eval()
-        if self.device.type == "cuda":  # NHWC convolutions (measured no gain on the CPU)
-            self.model.backbone.to(memory_format=torch.channels_last)
+        self.model.backbone.to(memory_format=memory_format(self.device))
         self.score_threshold, self.max_instances = score_threshold, max_instances
         self.dtype = dtype  # autocast dtype of the backbone + FPN (None: float32)
 

@@ -122,6 +122,11 @@ class TrainLoop:
         self.out = Path(cfg.out)
         self.out.mkdir(parents=True, exist_ok=True)
 
+    @property
+    def amp_dtype(self) -> torch.dtype | None:
+        """The autocast dtype of training: bf16 on CUDA with `cfg.amp`, else None."""
+        return torch.bfloat16 if self.cfg.amp and self.device.type == "cuda" else None
+
     def setup_training(self, module: torch.nn.Module, optimizer: torch.optim.Optimizer) -> None:
         """`model` (the module, DDP-wrapped with several processes), `opt`, and the
         warm-up + cosine schedule over the run's `total_steps`."""

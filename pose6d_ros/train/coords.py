@@ -37,6 +37,7 @@ from pose6d_ros.nets.losses import (
     rotation_class_loss,
     transformer_loss,
 )
+from pose6d_ros.nets.precision import autocast
 from pose6d_ros.pnp.bpnp import bpnp
 from pose6d_ros.train.common import RunConfig, TrainLoop
 from pose6d_ros.train.logs import CsvLog, plot_curves
@@ -142,8 +143,7 @@ class CoordTrainer(TrainLoop):
         for batch in DataLoader(self.val_set, batch_size=64, num_workers=0):
             b = {k: v.to(dev) for k, v in batch.items()}
             labels = b["label"]
-            with torch.autocast(dev.type, dtype=torch.bfloat16,
-                                enabled=self.cfg.amp and dev.type == "cuda"):
+            with autocast(dev, self.amp_dtype):
                 out = self.net(b["image"], labels)
             full = b["mask_full"] > 0
             target = transformer_loss(out.xyz.float(), b["xyz"], full, self.pools.R[labels],
@@ -178,8 +178,7 @@ class CoordTrainer(TrainLoop):
         cfg, dev = self.cfg, self.device
         b = {k: v.to(dev, non_blocking=True) for k, v in batch.items()}
         labels = b["label"]
-        amp = cfg.amp and dev.type == "cuda"
-        with torch.autocast(dev.type, dtype=torch.bfloat16, enabled=amp):
+        with autocast(dev, self.amp_dtype):
             out = self.model(b["image"], labels)
         xyz, err, logit = out.xyz.float(), out.error.float(), out.mask_logit.float()
         full = b["mask_full"] > 0

@@ -70,14 +70,13 @@ def collate(batch: list[tuple[Tensor, dict[str, Tensor]]]
 class _Losses(nn.Module):
     """The model's loss terms as one module, so DistributedDataParallel sees the forward."""
 
-    def __init__(self, net: nn.Module, amp: bool) -> None:
+    def __init__(self, net: nn.Module, dtype: torch.dtype | None) -> None:
         super().__init__()
-        self.net, self.amp = net, amp
+        self.net, self.dtype = net, dtype
 
     def forward(self, images: list[Tensor], targets: list[dict[str, Tensor]]
                 ) -> dict[str, Tensor]:
-        return run_detector(self.net, images, targets,
-                            dtype=torch.bfloat16 if self.amp else None)
+        return run_detector(self.net, images, targets, dtype=self.dtype)
 
 
 class DetectorTrainer(TrainLoop):
@@ -107,7 +106,7 @@ class DetectorTrainer(TrainLoop):
                 params, lr=cfg.lr, momentum=0.9, weight_decay=cfg.weight_decay)
         else:
             opt = torch.optim.AdamW(params, lr=cfg.lr, weight_decay=cfg.weight_decay)
-        self.setup_training(_Losses(self.net, cfg.amp and self.device.type == "cuda"), opt)
+        self.setup_training(_Losses(self.net, self.amp_dtype), opt)
         self.start_run(resume, LOG_FIELDS)
 
     def load_checkpoint(self, path: Path) -> dict[str, Any]:
