@@ -265,6 +265,10 @@ def _add_train_flags(p: argparse.ArgumentParser) -> None:
     p.add_argument("--device", help="auto (default), cpu, cuda, cuda:N")
     p.add_argument("--seed", type=int)
     p.add_argument("--checkpoint-every", type=int)
+    p.add_argument("--val-data", type=Path, help="dataset with the validation split "
+                   "(default: --data)")
+    p.add_argument("--val-split", help="validated at every checkpoint when it exists "
+                   "(default val; '' switches it off)")
     p.add_argument("--resume", action="store_true", help="continue from RUN_DIR/last.pt")
     p.add_argument("--quiet", action="store_true", help="no progress bar")
 
@@ -449,10 +453,6 @@ def build_parser() -> argparse.ArgumentParser:
     tc.add_argument("--lambda-proj", type=float, help="0 switches the BPnP loss off")
     tc.add_argument("--proj-warmup-steps", type=int)
     tc.add_argument("--init-encoder", type=Path, help="local torchvision ResNet weights")
-    tc.add_argument("--val-data", type=Path, help="dataset with the validation split "
-                    "(default: --data)")
-    tc.add_argument("--val-split", help="validated at every checkpoint when it exists "
-                    "(default val; '' switches it off)")
     tc.add_argument("--val-crops", type=int, help="validation crops (512)")
     tc.set_defaults(func=_cmd_train_coords)
 
@@ -462,8 +462,16 @@ def build_parser() -> argparse.ArgumentParser:
     td.add_argument("--backbone", choices=["mobilenet_v3_fpn", "resnet50_fpn"])
     td.add_argument("--box-head-width", type=int, help="box-head FC width (256; 1024 as "
                     "torchvision)")
-    td.add_argument("--min-size", type=int, help="short image side the network sees")
-    td.add_argument("--max-size", type=int, help="long image side at most")
+    td.add_argument("--min-size", type=int, help="short image side at test time (480)")
+    td.add_argument("--max-size", type=int, help="long image side at most (640)")
+    td.add_argument("--min-stride", type=int, choices=[8, 16, 32],
+                    help="finest FPN level of the MobileNet backbone (8)")
+    td.add_argument("--fpn-width", type=int, help="FPN channels (128; MobileNet, stride 8/16)")
+    td.add_argument("--mask-head-width", type=int, help="mask-head channels (64; 256 as "
+                    "torchvision)")
+    td.add_argument("--crop-size", type=int, help="train on random square crops at "
+                    "test-time scale (320; 0: whole images)")
+    td.add_argument("--scale-jitter", type=float, help="random scale factor 1 +- this (0.25)")
     td.add_argument("--rois-per-image", type=int, help="RoIs sampled per image (512)")
     td.add_argument("--init-backbone", type=Path,
                     help="local torchvision ResNet-50 / MobileNetV3-Large weights")

@@ -187,17 +187,30 @@ def _occlude(rng: np.random.Generator, image: np.ndarray) -> tuple[np.ndarray, n
 
 
 class DetectionDataset(Dataset):
-    """Whole images with torchvision detection targets.
+    """Images with torchvision detection targets, whole or as random square crops.
 
     An item is `(image (3, H, W) float in [0, 1], target)` with target `boxes (n, 4)`
     (x0, y0, x1, y1), `labels (n,)` int64 = class index + 1, `masks (n, H, W)` uint8 visible
-    masks, of the instances at least `min_visib_fract` visible.
+    masks, of the instances at least `min_visib_fract` visible and `min_pixels` large.
+
+    With `crop_size` > 0 each item is the image resized as the detector resizes it at test
+    time (short side to `min_size`, long side at most `max_size`) times a random factor in
+    [1 - scale_jitter, 1 + scale_jitter], then cropped to `crop_size` x `crop_size` at a
+    random place (padded with zeros where the image is smaller); boxes are the tight boxes
+    of the cropped masks. The network then sees objects at their test-time size, for a
+    fraction of a whole image's compute.
     """
 
     def __init__(self, root: str | Path, objects: ObjectRegistry, *, split: str = "train",
                  min_visib_fract: float = 0.1, min_pixels: int = 16,
-                 augment: bool = True) -> None:
+                 augment: bool = True, crop_size: int = 0, min_size: int = 480,
+                 max_size: int = 640, scale_jitter: float = 0.0) -> None:
+        if crop_size < 0 or min_size < 1 or max_size < 1 or not 0 <= scale_jitter < 1:
+            raise ValueError("crop_size must be >= 0, min_size and max_size >= 1, "
+                             "0 <= scale_jitter < 1")
         self.augment = augment
+        self.crop_size, self.scale_jitter = crop_size, scale_jitter
+        self.sizes = (min_size, max_size)
         by_image: dict[tuple[Path, int], list[InstanceRecord]] = {}
         for r in scan_split(root, objects, split):
             by_image.setdefault((r.scene_dir, r.im_id), [])
@@ -211,24 +224,48 @@ class DetectionDataset(Dataset):
 
     def __getitem__(self, index: int) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
         (scene, im_id), recs = self.images[index]
+        rng = _rng(index)
         img = read_image(scene / "rgb" / f"{im_id:06d}.jpg")
+        masks = [read_mask(scene / "mask_visib" / f"{im_id:06d}_{r.gt_idx:06d}.png")
+                 for r in recs]
+        labels = [r.label + 1 for r in recs]
+        if self.crop_size:
+            img, masks = self._random_crop(rng, img, masks)
         if self.augment:
-            img = photometric(_rng(index), img)
-        masks, boxes, labels = [], [], []
-        for r in recs:
-            m = read_mask(scene / "mask_visib" / f"{im_id:06d}_{r.gt_idx:06d}.png")
-            if m.sum() < self.min_pixels:
-                continue
-            x, y, w, h = r.bbox_visib
-            masks.append(m)
-            boxes.append([x, y, x + w, y + h])
-            labels.append(r.label + 1)
+            img = photometric(rng, img)
+        keep = [i for i, m in enumerate(masks) if m.sum() >= self.min_pixels]
         H, W = img.shape[:2]
+        stack = np.stack([masks[i] for i in keep]) if keep else np.zeros((0, H, W), bool)
         target = {
-            "boxes": torch.tensor(boxes, dtype=torch.float32).reshape(-1, 4),
-            "labels": torch.tensor(labels, dtype=torch.int64),
-            "masks": torch.from_numpy(np.stack(masks) if masks else
-                                      np.zeros((0, H, W), bool)).to(torch.uint8),
+            "boxes": _tight_boxes(stack),
+            "labels": torch.tensor([labels[i] for i in keep], dtype=torch.int64),
+            "masks": torch.from_numpy(stack).to(torch.uint8),
         }
         return torch.from_numpy(img).permute(2, 0, 1).float() / 255.0, target
 
+    def _random_crop(self, rng: np.random.Generator, img: np.ndarray, masks: list[np.ndarray]
+                     ) -> tuple[np.ndarray, list[np.ndarray]]:
+        H, W = img.shape[:2]
+        f = min(self.sizes[0] / min(H, W), self.sizes[1] / max(H, W))
+        f *= rng.uniform(1 - self.scale_jitter, 1 + self.scale_jitter)
+        h, w = max(1, round(H * f)), max(1, round(W * f))
+        S = self.crop_size
+        y0, x0 = int(rng.integers(0, max(0, h - S) + 1)), int(rng.integers(0, max(0, w - S) + 1))
+
+        def cut(a: np.ndarray, interp: int) -> np.ndarray:
+            a = cv2.resize(a, (w, h), interpolation=interp)[y0:y0 + S, x0:x0 + S]
+            out = np.zeros((S, S, *a.shape[2:]), a.dtype)
+            out[:a.shape[0], :a.shape[1]] = a
+            return out
+
+        return (cut(img, cv2.INTER_AREA if f < 1 else cv2.INTER_LINEAR),
+                [cut(m.astype(np.uint8), cv2.INTER_NEAREST).astype(bool) for m in masks])
+
+
+def _tight_boxes(masks: np.ndarray) -> torch.Tensor:
+    """`(n, 4)` float32 x0, y0, x1, y1 enclosing each of the `(n, H, W)` masks' pixels."""
+    boxes = np.zeros((len(masks), 4), np.float32)
+    for i, m in enumerate(masks):
+        ys, xs = np.nonzero(m.any(1))[0], np.nonzero(m.any(0))[0]
+        boxes[i] = xs[0], ys[0], xs[-1] + 1, ys[-1] + 1
+    return torch.from_numpy(boxes)

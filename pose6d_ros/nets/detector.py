@@ -16,13 +16,17 @@ import torchvision
 from torch import Tensor, nn
 from torchvision.models.detection import MaskRCNN, maskrcnn_resnet50_fpn
 from torchvision.models.detection.anchor_utils import AnchorGenerator
-from torchvision.models.detection.backbone_utils import mobilenet_backbone
+from torchvision.models.detection.backbone_utils import BackboneWithFPN, mobilenet_backbone
 from torchvision.models.detection.faster_rcnn import FastRCNNPredictor, TwoMLPHead
+from torchvision.models.detection.mask_rcnn import MaskRCNNHeads, MaskRCNNPredictor
+from torchvision.ops.feature_pyramid_network import LastLevelMaxPool
 
 from pose6d_ros.nets.precision import autocast, memory_format
 from pose6d_ros.nets.weights import WeightsError, read_checkpoint, write_checkpoint
 
 BACKBONES = ("mobilenet_v3_fpn", "resnet50_fpn")
+# MobileNetV3-Large feature blocks that end its stride-8, -16 and -32 stages, and their widths.
+_MOBILENET_STAGE_ENDS = {8: ("6", 40), 16: ("12", 112), 32: ("16", 960)}
 KIND = "detector"  # the "kind" key of a detector checkpoint
 
 
@@ -43,10 +47,29 @@ class DetectorConfig:
     # Width of the two fully connected box-head layers (torchvision: 1024, 13.9 M of the
     # 21.6 M parameters); 256 keeps the shipped MobileNet detector near 11 M (44 MB).
     box_head_width: int = 1024
+    # Finest FPN level of the MobileNet backbone. 32 is torchvision's
+    # fasterrcnn_mobilenet_v3_large_fpn (every level at stride 32, anchors 32-512 px on
+    # each); 8 or 16 adds the finer stages' levels, each with anchors of 3 and 4 strides,
+    # for objects of 20-100 px such as LM-O's at 640x480. ResNet-50-FPN ignores it.
+    min_stride: int = 32
+    # Channels of the FPN levels (MobileNet with min_stride 8 or 16 only; torchvision: 256)
+    # and of the mask head's four convolutions (torchvision: 256). On a CPU the mask head on
+    # the positive RoIs is most of a training step: 64 makes it 16x cheaper.
+    fpn_width: int = 256
+    mask_head_width: int = 256
 
     def __post_init__(self) -> None:
         if self.backbone not in BACKBONES:
             raise ValueError(f"backbone: expected one of {BACKBONES}, got {self.backbone!r}")
+        if self.min_stride not in _MOBILENET_STAGE_ENDS:
+            raise ValueError(f"min_stride: expected one of {sorted(_MOBILENET_STAGE_ENDS)}, "
+                             f"got {self.min_stride!r}")
+        if self.fpn_width != 256 and (self.backbone != "mobilenet_v3_fpn"
+                                      or self.min_stride == 32):
+            raise ValueError("fpn_width: only the MobileNet backbone with min_stride 8 or 16 "
+                             "has a configurable FPN width")
+        if self.fpn_width < 8 or self.mask_head_width < 8 or self.box_head_width < 8:
+            raise ValueError("fpn_width, mask_head_width and box_head_width must be >= 8")
         if self.num_classes < 1:
             raise ValueError("num_classes must be >= 1")
 
@@ -79,13 +102,7 @@ def build_detector(cfg: DetectorConfig, *, init_backbone: str | Path | None = No
         model = maskrcnn_resnet50_fpn(weights=None, weights_backbone=None,
                                       num_classes=num_classes, **kwargs)
     else:
-        # mobilenet_backbone's default norm layer is FrozenBatchNorm2d (constant statistics
-        # meant for pretrained weights): from scratch it must be a real BatchNorm2d.
-        backbone = mobilenet_backbone(backbone_name="mobilenet_v3_large", weights=None,
-                                      fpn=True, norm_layer=nn.BatchNorm2d, trainable_layers=6)
-        # As torchvision's fasterrcnn_mobilenet_v3_large_fpn: the two returned feature maps
-        # are both at stride 32 (plus the max-pooled one), so every level gets every size.
-        sizes = ((32, 64, 128, 256, 512),) * 3
+        backbone, sizes = _mobilenet_fpn(cfg.min_stride, cfg.fpn_width)
         anchors = AnchorGenerator(sizes, ((0.5, 1.0, 2.0),) * len(sizes))
         model = MaskRCNN(backbone, num_classes=num_classes, rpn_anchor_generator=anchors,
                          **kwargs)
@@ -94,9 +111,35 @@ def build_detector(cfg: DetectorConfig, *, init_backbone: str | Path | None = No
         channels = model.backbone.out_channels
         model.roi_heads.box_head = TwoMLPHead(channels * resolution**2, cfg.box_head_width)
         model.roi_heads.box_predictor = FastRCNNPredictor(cfg.box_head_width, num_classes)
+    if cfg.mask_head_width != 256:
+        width = cfg.mask_head_width
+        model.roi_heads.mask_head = MaskRCNNHeads(model.backbone.out_channels, [width] * 4, 1)
+        model.roi_heads.mask_predictor = MaskRCNNPredictor(width, width, num_classes)
     if init_backbone is not None:
         load_backbone_weights(model, cfg, init_backbone)
     return model
+
+
+def _mobilenet_fpn(min_stride: int, width: int
+                   ) -> tuple[nn.Module, tuple[tuple[int, ...], ...]]:
+    """MobileNetV3-Large + FPN from scratch, and the anchor sizes of each of its levels."""
+    if min_stride == 32:
+        # mobilenet_backbone's default norm layer is FrozenBatchNorm2d (constant statistics
+        # meant for pretrained weights): from scratch it must be a real BatchNorm2d.
+        backbone = mobilenet_backbone(backbone_name="mobilenet_v3_large", weights=None,
+                                      fpn=True, norm_layer=nn.BatchNorm2d, trainable_layers=6)
+        # Both returned maps are at stride 32 (plus the max-pooled one), so every level
+        # gets every size.
+        return backbone, ((32, 64, 128, 256, 512),) * 3
+    features = torchvision.models.mobilenet_v3_large(weights=None,
+                                                     norm_layer=nn.BatchNorm2d).features
+    strides = [s for s in sorted(_MOBILENET_STAGE_ENDS) if s >= min_stride]
+    ends = [_MOBILENET_STAGE_ENDS[s] for s in strides]
+    backbone = BackboneWithFPN(features, {name: str(i) for i, (name, _) in enumerate(ends)},
+                               [channels for _, channels in ends], out_channels=width,
+                               extra_blocks=LastLevelMaxPool())
+    strides.append(2 * strides[-1])  # the max-pooled level
+    return backbone, tuple((3 * s, 4 * s) for s in strides)
 
 
 def load_backbone_weights(model: MaskRCNN, cfg: DetectorConfig, path: str | Path) -> None:

@@ -15,7 +15,7 @@ import torch
 import yaml
 
 from pose6d_ros.nets.weights import WeightsError
-from pose6d_ros.train.logs import CsvLog
+from pose6d_ros.train.logs import CsvLog, plot_curves
 
 
 @dataclass
@@ -38,6 +38,10 @@ class RunConfig:
     seed: int = 0
     checkpoint_every: int = 500
     log_every: int = 10
+    # Validation at every checkpoint (val.csv, val.png) on the `val_split` of `val_data`
+    # (default: data), when that split exists; "" switches it off.
+    val_data: str | None = None
+    val_split: str = "val"
 
     @classmethod
     def fields_(cls) -> set[str]:
@@ -112,6 +116,11 @@ class TrainLoop:
     final_name = "weights.pt"  # final weights file in the run folder
     clip_grad = 5.0
     collate_fn: Callable | None = None
+    # Validation: set `val_set` (rank 0, before `start_run`) and implement `validate`, whose
+    # figures `val_fields` go to val.csv and, those in `val_curves`, to val.png.
+    val_set: Any = None
+    val_fields: tuple[str, ...] = ()
+    val_curves: tuple[str, ...] = ()
 
     def start_process(self, cfg: Any, progress: bool) -> None:
         """This process's device and rank, its seed, and the run folder."""
@@ -159,6 +168,21 @@ class TrainLoop:
             (self.out / "config.yaml").write_text(yaml.safe_dump(asdict(self.cfg),
                                                                  sort_keys=False))
             self.log = CsvLog(self.out / "log.csv", log_fields)
+            if self.val_set is not None:
+                self.val_log = CsvLog(self.out / "val.csv", ["step", "epoch", *self.val_fields])
+
+    def validation_root(self) -> Path | None:
+        """The dataset folder whose `val_split` is validated at every checkpoint (None: no
+        validation). A missing split is an error only when `val_data` was given."""
+        cfg = self.cfg
+        if not cfg.val_split:
+            return None
+        root = Path(cfg.val_data or cfg.data)
+        if not (root / cfg.val_split).is_dir():
+            if cfg.val_data:  # asked for explicitly
+                raise ValueError(f"{root / cfg.val_split}: no validation split there")
+            return None
+        return root
 
     def load_checkpoint(self, path: Path) -> dict[str, Any]:
         """The checkpoint at `path`, checked to be of this trainer's network."""
@@ -176,9 +200,17 @@ class TrainLoop:
         """Redraw the run's loss curves."""
         raise NotImplementedError
 
+    def validate(self) -> dict[str, float]:
+        """The `val_fields` figures on `val_set`."""
+        raise NotImplementedError
+
     def checkpoint_done(self) -> None:
-        """After each checkpoint, on rank 0: redraw the curves (and validate, where a
-        trainer can)."""
+        """After each checkpoint, on rank 0: validate (when there is a validation set), then
+        redraw the curves."""
+        if self.val_set is not None:
+            self.val_log.write({"step": self.step, "epoch": self.epoch, **self.validate()})
+            plot_curves(self.out / "val.csv", self.out / "val.png", curves=list(self.val_curves),
+                        title=f"{self.name}: validation ({self.out.name})")
         self.plot()
 
     def _save(self, name: str, *, final: bool = False) -> None:
@@ -231,10 +263,11 @@ class TrainLoop:
                     break
             self.epoch += 1
         bar.close()
-        self._save("last.pt")
+        if self.step % cfg.checkpoint_every:  # else the loop has just saved and validated
+            self._save("last.pt")
+            if self.rank == 0:
+                self.checkpoint_done()
         self._save(self.final_name, final=True)
-        if self.rank == 0:
-            self.checkpoint_done()
         if self.world > 1:
             torch.distributed.barrier()
         return self.out / self.final_name

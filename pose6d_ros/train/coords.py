@@ -40,11 +40,10 @@ from pose6d_ros.nets.losses import (
 from pose6d_ros.nets.precision import autocast
 from pose6d_ros.pnp.bpnp import bpnp
 from pose6d_ros.train.common import RunConfig, TrainLoop
-from pose6d_ros.train.logs import CsvLog, plot_curves
+from pose6d_ros.train.logs import plot_curves
 
 LOG_FIELDS = ["step", "epoch", "lr", "loss", "xyz", "error", "mask", "rot", "proj", "proj_ok",
               "seconds"]
-VAL_FIELDS = ["step", "epoch", "xyz", "xyz_zero", "mask_iou", "crops"]
 
 
 @dataclass
@@ -64,11 +63,7 @@ class CoordTrainConfig(RunConfig):
     proj_pixels: int = 128  # correspondences per instance for BPnP
     proj_points: int = 128  # mesh points per object compared in the image
     init_encoder: str | None = None  # local torchvision ResNet state dict
-    # Validation at every checkpoint (val.csv, val.png) on `val_crops` crops spread over the
-    # `val_split` of `val_data` (default: data), when that split exists; "" switches it off.
-    val_data: str | None = None
-    val_split: str = "val"
-    val_crops: int = 512
+    val_crops: int = 512  # validation crops, spread over the validation split
 
 
 def _mesh_points(objects: ObjectRegistry, count: int, seed: int) -> Tensor:
@@ -85,6 +80,8 @@ class CoordTrainer(TrainLoop):
     """One training run; `run()` trains, checkpoints and logs."""
 
     name, final_name = "train coords", "coordnet.pt"
+    val_fields = ("xyz", "xyz_zero", "mask_iou", "crops")
+    val_curves = ("xyz", "xyz_zero", "mask_iou")
 
     def __init__(self, cfg: CoordTrainConfig, *, resume: bool = False,
                  progress: bool = True) -> None:
@@ -112,18 +109,11 @@ class CoordTrainer(TrainLoop):
         self.gen = torch.Generator(device=self.device).manual_seed(cfg.seed + 7919 * self.rank)
         self.val_set = self._validation_set() if self.rank == 0 else None
         self.start_run(resume, LOG_FIELDS)
-        if self.val_set is not None:
-            self.val_log = CsvLog(self.out / "val.csv", VAL_FIELDS)
 
     def _validation_set(self) -> Dataset | None:
         """Fixed, unaugmented crops spread over the validation split (None: no split)."""
-        cfg = self.cfg
-        if not cfg.val_split:
-            return None
-        root = Path(cfg.val_data or cfg.data)
-        if not (root / cfg.val_split).is_dir():
-            if cfg.val_data:  # asked for explicitly
-                raise ValueError(f"{root / cfg.val_split}: no validation split there")
+        cfg, root = self.cfg, self.validation_root()
+        if root is None:
             return None
         crops = CropDataset(root, self.objects, split=cfg.val_split, size=cfg.input_size,
                             augment=False)
@@ -159,15 +149,6 @@ class CoordTrainer(TrainLoop):
         self.net.train()
         return {"xyz": err / max(pixels, 1.0), "xyz_zero": zero / max(pixels, 1.0),
                 "mask_iou": inter / max(union, 1.0), "crops": float(len(self.val_set))}
-
-    def checkpoint_done(self) -> None:
-        """Validate (when there is a validation split), then redraw the curves."""
-        if self.val_set is not None:
-            self.val_log.write({"step": self.step, "epoch": self.epoch, **self.validate()})
-            plot_curves(self.out / "val.csv", self.out / "val.png",
-                        curves=["xyz", "xyz_zero", "mask_iou"],
-                        title=f"CoordNet validation {self.out.name}")
-        self.plot()
 
     def load_checkpoint(self, path: Path) -> dict[str, Any]:
         """The CoordNet checkpoint at `path`."""

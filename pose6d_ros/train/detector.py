@@ -3,7 +3,9 @@
 Runs on CUDA when present (bf16 autocast of the backbone), else on the CPU; on several GPUs
 or processes under `torchrun` (DistributedDataParallel; NCCL on CUDA, gloo on CPU). Writes
 into the run folder: `last.pt` (resumable: weights, optimiser, scheduler, counters),
-`detector.pt` (final weights), `log.csv`, `losses.png`, `config.yaml`.
+`detector.pt` (final weights), `log.csv`, `losses.png`, `config.yaml`, and at every
+checkpoint, when there is a validation split, `val.csv` and `val.png` (AP at IoU 0.5, recall
+and precision at score 0.5, on whole validation images at test-time size).
 
 Augmentation is photometric only (DetectionDataset): no horizontal flips, since a mirrored
 object is a different, chiral object.
@@ -17,9 +19,11 @@ from typing import Any
 
 import torch
 from torch import Tensor, nn
+from torch.utils.data import Subset
 
 from pose6d_ros.core.objects import load_objects
 from pose6d_ros.data.datasets import DetectionDataset
+from pose6d_ros.eval.detection import ImageDetections, detection_metrics
 from pose6d_ros.nets.detector import (
     DetectorConfig,
     build_detector,
@@ -48,12 +52,23 @@ class DetectorTrainConfig(RunConfig):
     clip_grad: float = 10.0  # max gradient norm
     backbone: str = "mobilenet_v3_fpn"
     box_head_width: int = 256  # box-head FC width (torchvision's 1024 adds 10 M parameters)
+    # Test-time size: images are resized so the short side is min_size and the long side
+    # at most max_size (LM-O's 640x480 photographs: unchanged).
     min_size: int = 480
     max_size: int = 640
+    min_stride: int = 8  # finest MobileNet FPN level (8, 16 or 32; see DetectorConfig)
+    fpn_width: int = 128
+    mask_head_width: int = 64
+    # Training on random crop_size x crop_size crops of the images at test-time scale (times
+    # 1 +- scale_jitter): a third of a 640x480 image's compute per step at 320. 0: whole
+    # images, resized as at test time.
+    crop_size: int = 320
+    scale_jitter: float = 0.25
     # RoIs sampled per image for the box and mask heads (torchvision: 512, a quarter of them
     # positive); the mask head on the positives is most of a step's compute.
     rois_per_image: int = 512
     init_backbone: str | None = None  # local torchvision ResNet-50 / MobileNetV3 state dict
+    val_images: int = 64  # validation images, spread over the validation split
 
     def __post_init__(self) -> None:
         if self.optimizer not in OPTIMIZERS:
@@ -84,21 +99,30 @@ class DetectorTrainer(TrainLoop):
 
     name, final_name = "train detector", "detector.pt"
     collate_fn = staticmethod(collate)
+    val_fields = ("ap50", "recall", "precision", "targets", "images")
+    val_curves = ("ap50", "recall", "precision")
 
     def __init__(self, cfg: DetectorTrainConfig, *, resume: bool = False,
                  progress: bool = True) -> None:
         self.start_process(cfg, progress)
         self.clip_grad = cfg.clip_grad
         self.objects = load_objects(cfg.objects)
-        self.dataset = DetectionDataset(cfg.data, self.objects, split=cfg.split)
+        self.dataset = DetectionDataset(cfg.data, self.objects, split=cfg.split,
+                                        crop_size=cfg.crop_size, min_size=cfg.min_size,
+                                        max_size=cfg.max_size, scale_jitter=cfg.scale_jitter)
         if len(self.dataset) < cfg.batch_size * self.world:
             raise ValueError(f"{cfg.data}: {len(self.dataset)} training images, fewer than one "
                              f"batch ({cfg.batch_size} x {self.world} processes)")
         self.net_config = DetectorConfig(num_classes=len(self.objects), backbone=cfg.backbone,
                                          min_size=cfg.min_size, max_size=cfg.max_size,
-                                         box_head_width=cfg.box_head_width)
+                                         box_head_width=cfg.box_head_width,
+                                         min_stride=cfg.min_stride, fpn_width=cfg.fpn_width,
+                                         mask_head_width=cfg.mask_head_width)
         self.net = build_detector(self.net_config, init_backbone=cfg.init_backbone
                                   ).to(self.device)
+        if cfg.crop_size:  # the crops are already at test-time scale: no resizing
+            self.net.transform.min_size = (cfg.crop_size,)
+            self.net.transform.max_size = cfg.crop_size
         self.net.roi_heads.fg_bg_sampler.batch_size_per_image = cfg.rois_per_image
         params = [p for p in self.net.parameters() if p.requires_grad]
         if cfg.optimizer == "sgd":
@@ -107,7 +131,39 @@ class DetectorTrainer(TrainLoop):
         else:
             opt = torch.optim.AdamW(params, lr=cfg.lr, weight_decay=cfg.weight_decay)
         self.setup_training(_Losses(self.net, self.amp_dtype), opt)
+        self.val_set = self._validation_set() if self.rank == 0 else None
         self.start_run(resume, LOG_FIELDS)
+
+    def _validation_set(self) -> Subset | None:
+        """Fixed, unaugmented whole images spread over the validation split (None: none)."""
+        root = self.validation_root()
+        if root is None:
+            return None
+        images = DetectionDataset(root, self.objects, split=self.cfg.val_split, augment=False)
+        step = max(1, len(images) // max(1, self.cfg.val_images))
+        return Subset(images, range(0, len(images), step)[:self.cfg.val_images])
+
+    @torch.no_grad()
+    def validate(self) -> dict[str, float]:
+        """AP at IoU 0.5 and recall / precision at score 0.5 on the validation images, run
+        as at test time (whole images, resized to the configured sizes)."""
+        net, transform = self.net, self.net.transform
+        saved = transform.min_size, transform.max_size
+        transform.min_size = (self.net_config.min_size,)
+        transform.max_size = self.net_config.max_size
+        net.eval()
+        images = []
+        try:
+            for image, target in self.val_set:
+                out = run_detector(net, [image.to(self.device)], dtype=self.amp_dtype)[0]
+                images.append(ImageDetections(out["boxes"].cpu(), out["labels"].cpu(),
+                                              out["scores"].cpu(), target["boxes"],
+                                              target["labels"]))
+        finally:
+            transform.min_size, transform.max_size = saved
+            net.train()
+        return {**detection_metrics(images), "images": float(len(images))}
+
 
     def load_checkpoint(self, path: Path) -> dict[str, Any]:
         """The detector checkpoint at `path`."""

@@ -1,6 +1,7 @@
 """Training datasets: crops whose intrinsics and targets agree with the pose; detector images."""
 
 import numpy as np
+import pytest
 import torch
 from torch.utils.data import DataLoader
 
@@ -55,3 +56,33 @@ def test_detection_targets(synth_dir, objects):
         for box, mask in zip(target["boxes"], target["masks"], strict=True):
             v, u = torch.nonzero(mask, as_tuple=True)
             assert box.tolist() == [u.min(), v.min(), u.max() + 1, v.max() + 1]
+
+
+def test_detection_crops_at_test_time_scale(synth_dir, objects):
+    whole = DetectionDataset(synth_dir, objects, augment=False)
+    # No jitter and a crop larger than the image: the whole image at scale 1, zero-padded.
+    padded = DetectionDataset(synth_dir, objects, augment=False, crop_size=352, min_size=240,
+                              max_size=320)
+    image, target = padded[0]
+    ref_image, ref = whole[0]
+    assert image.shape == (3, 352, 352)
+    assert torch.equal(image[:, :240, :320], ref_image) and image[:, 240:].eq(0).all()
+    assert torch.equal(target["boxes"], ref["boxes"])
+    assert torch.equal(target["masks"][:, :240, :320], ref["masks"])
+
+    crops = DetectionDataset(synth_dir, objects, crop_size=96, min_size=240, max_size=320,
+                             scale_jitter=0.25, min_pixels=20)
+    found = 0
+    for k in range(len(crops)):
+        image, target = crops[k]
+        assert image.shape == (3, 96, 96)
+        n = len(target["labels"])
+        found += n
+        assert target["masks"].shape == (n, 96, 96) and target["boxes"].shape == (n, 4)
+        for box, mask in zip(target["boxes"], target["masks"], strict=True):
+            assert mask.sum() >= 20
+            v, u = torch.nonzero(mask, as_tuple=True)
+            assert box.tolist() == [u.min(), v.min(), u.max() + 1, v.max() + 1]
+    assert found > 0
+    with pytest.raises(ValueError, match="scale_jitter"):
+        DetectionDataset(synth_dir, objects, crop_size=96, scale_jitter=1.0)

@@ -239,3 +239,42 @@ def test_int8_weights_load_as_float32_within_half_a_step(mobilenet, tmp_path):
         dims = tuple(range(1, p.dim()))
         step = p.abs().amax(dim=dims, keepdim=True) / 127 if dims else p.abs()
         assert ((q - p).abs() <= 0.51 * step + 1e-3 * p.abs() + 1e-6).all(), name
+
+
+@pytest.mark.parametrize("min_stride", [8, 16])
+def test_fine_fpn_levels_with_narrow_heads(min_stride, tmp_path):
+    torch.manual_seed(0)
+    cfg = DetectorConfig(num_classes=3, min_stride=min_stride, fpn_width=32,
+                         mask_head_width=16, box_head_width=64, box_score_thresh=0.0, **SMALL)
+    model = build_detector(cfg)
+    features = model.backbone(torch.rand(1, 3, 128, 160))
+    strides = [128 // f.shape[-2] for f in features.values()]
+    assert strides == [s for s in (8, 16, 32, 64) if s >= min_stride]
+    assert all(f.shape[1] == 32 for f in features.values())
+    # One anchor set per level, two sizes x three ratios everywhere.
+    assert model.rpn.anchor_generator.num_anchors_per_location() == [6] * len(strides)
+    assert model.roi_heads.mask_head[0][0].out_channels == 16
+    assert not any(isinstance(m, FrozenBatchNorm2d) for m in model.modules())
+
+    model.train()
+    target = {"boxes": torch.tensor([[20.0, 30, 60, 70]]), "labels": torch.tensor([2]),
+              "masks": torch.zeros(1, 96, 128, dtype=torch.uint8)}
+    target["masks"][0, 30:70, 20:60] = 1
+    losses = run_detector(model, [_image()], [target])
+    assert all(torch.isfinite(v) for v in losses.values())
+    sum(losses.values()).backward()
+
+    save_detector(tmp_path / "d.pt", _calibrated(model), cfg)
+    loaded, loaded_cfg = load_detector(tmp_path / "d.pt")
+    assert loaded_cfg == cfg
+    a, b = (Detector(m, device="cpu", score_threshold=0.0)(_image()) for m in (model, loaded))
+    assert torch.equal(a.boxes, b.boxes)
+
+
+def test_fine_level_settings_are_checked():
+    with pytest.raises(ValueError, match="min_stride"):
+        DetectorConfig(num_classes=2, min_stride=4)
+    with pytest.raises(ValueError, match="fpn_width"):
+        DetectorConfig(num_classes=2, fpn_width=128)  # stride-32 levels: torchvision's FPN
+    with pytest.raises(ValueError, match="fpn_width"):
+        DetectorConfig(num_classes=2, backbone="resnet50_fpn", min_stride=8, fpn_width=128)

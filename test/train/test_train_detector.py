@@ -1,4 +1,5 @@
-"""`pose6d train detector`: tiny runs from scratch (checkpoints, resume, fixed-batch fit)."""
+"""`pose6d train detector`: tiny runs from scratch (checkpoints, validation, resume,
+fixed-batch fit)."""
 
 
 import pytest
@@ -12,17 +13,22 @@ from pose6d_ros.train.logs import read_log
 from test.conftest import REPO, torchrun_cli
 
 TINY = ["--backbone", "mobilenet_v3_fpn", "--min-size", "160", "--max-size", "214",
-        "--rois-per-image", "64", "--batch-size", "2", "--workers", "0", "--device", "cpu",
-        "--quiet"]
+        "--crop-size", "128", "--fpn-width", "32", "--rois-per-image", "64", "--batch-size", "2",
+        "--workers", "0", "--device", "cpu", "--quiet"]
 
 
 def test_train_checkpoint_resume_and_detect(synth_dir, tmp_path):
     run = tmp_path / "run"
     args = ["train", "detector", "--data", str(synth_dir), "--out", str(run), *TINY,
-            "--checkpoint-every", "1"]
+            "--checkpoint-every", "1", "--val-split", "train"]
     assert main([*args, "--max-steps", "2"]) == 0
-    for name in ("last.pt", "detector.pt", "log.csv", "losses.png", "config.yaml"):
+    for name in ("last.pt", "detector.pt", "log.csv", "losses.png", "config.yaml", "val.csv",
+                 "val.png"):
         assert (run / name).stat().st_size > 0, name
+    # Validated at each checkpoint (once at the last step), on whole images.
+    val = read_log(run / "val.csv")
+    assert val["step"] == [1.0, 2.0] and val["images"] == [6.0, 6.0]
+    assert all(0 <= v <= 1 for k in ("ap50", "recall", "precision") for v in val[k])
     log = read_log(run / "log.csv")
     assert log["step"][-1] == 2.0
     for term in ("loss", "loss_classifier", "loss_box_reg", "loss_mask", "loss_objectness",
@@ -36,10 +42,11 @@ def test_train_checkpoint_resume_and_detect(synth_dir, tmp_path):
     assert main([*args, "--max-steps", "3", "--resume"]) == 0
     assert load_detector_checkpoint(run / "last.pt")["step"] == 3
     assert read_log(run / "log.csv")["step"][-2:] == [2.0, 3.0]
+    assert read_log(run / "val.csv")["step"] == [1.0, 2.0, 3.0]
 
     # The final weights: 8 objects of the bundled registry, usable by the Detector.
     model, cfg = load_detector(run / "detector.pt")
-    assert cfg.num_classes == 8 and cfg.min_size == 160
+    assert cfg.num_classes == 8 and cfg.min_size == 160 and cfg.min_stride == 8
     image = torch.rand(3, 240, 320)
     dets = Detector(model, device="cpu", score_threshold=0.0)(image)
     assert dets.masks.shape[1:] == (240, 320)
