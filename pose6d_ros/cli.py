@@ -17,7 +17,7 @@ def _cmd_demo(args: argparse.Namespace) -> int:
     if args.pnp:
         return _demo_pnp(args)
     from pose6d_ros.core.paths import sample_scene
-    from pose6d_ros.eval.evaluate import evaluate, write_outputs
+    from pose6d_ros.eval.evaluate import MATCH_IOU, evaluate, write_outputs
 
     modes = ["detector", "gt"] if args.boxes == "both" else [args.boxes]
     estimator = _estimator(args, detector="detector" in modes)
@@ -31,7 +31,9 @@ def _cmd_demo(args: argparse.Namespace) -> int:
         _print_demo_table(report, estimator.objects, mode)
         _print_figures(figures, "summary:")
         if mode == "detector" and not any(report.ok):
-            print(f"  the detector found nothing above --score {args.score}: try a lower "
+            found = (f"{len(report.results)} poses, none matching a target (same object, "
+                     f"box IoU >= {MATCH_IOU})" if report.results else "nothing")
+            print(f"  above --score {args.score} the chain found {found}: try a lower "
                   "--score; the ground-truth-box run shows the coordinate network alone")
         print(f"  written: {out}/overlays/*.png, results_bop19.csv, figures.json, "
               "recall_add.png")
