@@ -14,6 +14,7 @@ from typing import Any, Self
 import torch
 import yaml
 
+from pose6d_ros.nets.precision import network_dtype
 from pose6d_ros.nets.weights import WeightsError
 from pose6d_ros.train.logs import CsvLog, plot_curves
 
@@ -134,7 +135,7 @@ class TrainLoop:
     @property
     def amp_dtype(self) -> torch.dtype | None:
         """The autocast dtype of training: bf16 on CUDA with `cfg.amp`, else None."""
-        return torch.bfloat16 if self.cfg.amp and self.device.type == "cuda" else None
+        return network_dtype("auto" if self.cfg.amp else "fp32", self.device)
 
     def setup_training(self, module: torch.nn.Module, optimizer: torch.optim.Optimizer) -> None:
         """`model` (the module, DDP-wrapped with several processes), `opt`, and the
@@ -183,6 +184,14 @@ class TrainLoop:
                 raise ValueError(f"{root / cfg.val_split}: no validation split there")
             return None
         return root
+
+    @staticmethod
+    def spread_subset(dataset: Any, count: int) -> Any:
+        """At most `count` items of `dataset`, evenly spaced over it (a fixed choice)."""
+        from torch.utils.data import Subset
+
+        step = max(1, len(dataset) // max(1, count))
+        return Subset(dataset, range(0, len(dataset), step)[:count])
 
     def load_checkpoint(self, path: Path) -> dict[str, Any]:
         """The checkpoint at `path`, checked to be of this trainer's network."""

@@ -16,7 +16,7 @@ from typing import Any
 import numpy as np
 import torch
 from torch import Tensor
-from torch.utils.data import Dataset, Subset
+from torch.utils.data import Dataset
 
 from pose6d_ros.core.objects import ObjectRegistry, load_objects
 from pose6d_ros.core.rotations import ray_rotation, rotation_grid
@@ -117,8 +117,7 @@ class CoordTrainer(TrainLoop):
             return None
         crops = CropDataset(root, self.objects, split=cfg.val_split, size=cfg.input_size,
                             augment=False)
-        step = max(1, len(crops) // max(1, cfg.val_crops))
-        return Subset(crops, range(0, len(crops), step)[:cfg.val_crops])
+        return self.spread_subset(crops, cfg.val_crops)
 
     @torch.no_grad()
     def validate(self) -> dict[str, float]:

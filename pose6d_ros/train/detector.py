@@ -140,8 +140,7 @@ class DetectorTrainer(TrainLoop):
         if root is None:
             return None
         images = DetectionDataset(root, self.objects, split=self.cfg.val_split, augment=False)
-        step = max(1, len(images) // max(1, self.cfg.val_images))
-        return Subset(images, range(0, len(images), step)[:self.cfg.val_images])
+        return self.spread_subset(images, self.cfg.val_images)
 
     @torch.no_grad()
     def validate(self) -> dict[str, float]:
