@@ -297,6 +297,10 @@ def _print_figures(figures: dict, title: str) -> None:
     print(f"  ADD(-S) < 0.1d: {100 * figures['add_0.1d']:.1f} %   AR_MSSD "
           f"{figures['ar_mssd']:.3f}   AR_MSPD {figures['ar_mspd']:.3f}   "
           f"not found {figures['failed']}/{figures['instances']}")
+    det = figures.get("detection")
+    if det:
+        print(f"  detector boxes: AP50 {det['ap50']:.3f}   recall {det['recall']:.3f}   "
+              f"precision {det['precision']:.3f}")
     for name, v in figures["per_object"].items():
         print(f"  {name:<12} {v['instances']:>5} instances   ADD(-S) < 0.1d "
               f"{100 * v['add_0.1d']:5.1f} %   not found {v['failed']}")

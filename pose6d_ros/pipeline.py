@@ -8,6 +8,7 @@ symmetry canonicalisation, batched over every instance on one device. The node, 
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
 
 import numpy as np
 import torch
@@ -20,6 +21,9 @@ from pose6d_ros.nets.coord_poses import CoordPoseEstimator
 from pose6d_ros.nets.coordnet import WeightsError, load_coordnet
 from pose6d_ros.nets.precision import network_dtype
 from pose6d_ros.pnp import PnPStatus
+
+if TYPE_CHECKING:
+    from pose6d_ros.nets.detector import Detections
 
 
 @dataclass
@@ -105,6 +109,9 @@ class Estimator:
                                          self.objects, device=self.device, dtype=dtype)
         # Per-stage ms of the latest `estimate` call, also when it found nothing.
         self.last_timings: dict[str, float] = {}
+        # The detector's output of the latest `estimate` call (on the device), before PnP
+        # drops any instance; None when the boxes were given.
+        self.last_detections: Detections | None = None
 
     def estimate(self, rgb: np.ndarray, K: np.ndarray, boxes: Boxes | None = None
                  ) -> list[ObjectPose]:
@@ -124,10 +131,11 @@ class Estimator:
                 raise ValueError("no detector weights configured: give the boxes")
             self.detector.score_threshold = cfg.detection_score
             self.detector.max_instances = cfg.max_instances
-            det = self.detector(image)
+            det = self.last_detections = self.detector(image)
             labels, scores, xyxy = det.labels, det.scores, det.boxes
             xywh = torch.cat([xyxy[:, :2], xyxy[:, 2:] - xyxy[:, :2]], 1)
         else:
+            self.last_detections = None
             labels = boxes.labels.to(self.device)
             xywh = boxes.boxes_xywh.to(self.device).float()
             scores = (boxes.scores.to(self.device) if boxes.scores is not None

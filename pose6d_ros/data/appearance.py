@@ -12,6 +12,10 @@ import cv2
 import numpy as np
 
 IMAGE_SUFFIXES = {".jpg", ".jpeg", ".png", ".bmp", ".webp", ".tif", ".tiff"}
+# Name endings of a game or CAD texture's companion maps (normals, specular, height...):
+# data for a shader, not pictures of anything.
+TEXTURE_MAP_ENDINGS = ("_nm", "_n", "_normal", "_sm", "_s", "_spec", "_specular", "_gm",
+                       "_gloss", "_h", "_height", "_bump", "_disp", "_glow", "_alpha", "_ao")
 
 
 def procedural_background(rng: np.random.Generator, height: int, width: int) -> np.ndarray:
@@ -61,13 +65,15 @@ def _draw_shape(rng: np.random.Generator, img: np.ndarray) -> None:
 
 
 class PhotoBackgrounds:
-    """Random crops of the photographs in a folder (searched recursively)."""
+    """Random crops of the photographs in a folder (searched recursively; a texture's
+    companion maps, named like `wall_nm.png`, are left out)."""
 
     def __init__(self, folder: str | Path) -> None:
         folder = Path(folder)
         if not folder.is_dir():
             raise FileNotFoundError(f"backgrounds: {folder} is not a folder")
-        self.paths = sorted(p for p in folder.rglob("*") if p.suffix.lower() in IMAGE_SUFFIXES)
+        self.paths = sorted(p for p in folder.rglob("*") if p.suffix.lower() in IMAGE_SUFFIXES
+                            and not p.stem.lower().endswith(TEXTURE_MAP_ENDINGS))
         if not self.paths:
             raise FileNotFoundError(f"backgrounds: no images ({', '.join(sorted(IMAGE_SUFFIXES))})"
                                     f" in {folder}")

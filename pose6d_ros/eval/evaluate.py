@@ -4,8 +4,9 @@ Targets are the annotated instances at least 10 % visible (BOP's). With ground-t
 each target's crop goes through CoordNet, correspondence selection and PnP; with the
 detector, the whole image does, and each target takes the estimate of its object whose box
 overlaps it most. Reported: ADD(-S) recall at 0.1 d per object, BOP's
-AR_MSSD and AR_MSPD, rotation/translation errors; written: a BOP19 results CSV, a JSON
-of the figures and a PNG of ADD(-S) recall curves.
+AR_MSSD and AR_MSPD, rotation/translation errors, and with the detector its own figures
+(AP50, recall and precision of its boxes at the estimator's score threshold); written: a
+BOP19 results CSV, a JSON of the figures and a PNG of ADD(-S) recall curves.
 """
 
 from __future__ import annotations
@@ -14,7 +15,7 @@ import json
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import torch
@@ -32,7 +33,11 @@ from pose6d_ros.data.bop import (
     write_rgb,
 )
 from pose6d_ros.eval import metrics
+from pose6d_ros.eval.detection import ImageDetections, detection_metrics
 from pose6d_ros.pipeline import Boxes, Estimator, ObjectPose
+
+if TYPE_CHECKING:
+    from pose6d_ros.nets.detector import Detections
 
 MIN_VISIB_FRACT = 0.1  # BOP19 evaluates instances at least this visible
 MATCH_IOU = 0.5  # a detector box matches a target from this overlap on
@@ -76,6 +81,7 @@ class EvalReport:
     im_ids: list[int] = field(default_factory=list)
     scores: list[float] = field(default_factory=list)
     results: list[BopResult] = field(default_factory=list)
+    detections: list[ImageDetections] = field(default_factory=list)  # with the detector
     image_width: int = 640
     seconds: float = 0.0
 
@@ -91,15 +97,18 @@ class EvalReport:
             if sel.any():
                 per_object[name] = {"instances": int(sel.sum()),
                                     "add_0.1d": float(hit[sel].mean()),
-                                    "failed": int((~np.asarray(self.ok)[sel]).sum())}
+                                    "failed": int((~np.asarray(self.ok, bool)[sel]).sum())}
         mssd = torch.tensor(self.mssd, dtype=torch.float64)
         ar_mssd = metrics.average_recall_mssd(mssd, torch.from_numpy(d))
         ar_mspd = metrics.average_recall_mspd(torch.tensor(self.mspd, dtype=torch.float64),
                                               self.image_width)
         re, te = np.asarray(self.re), np.asarray(self.te)
         fin = np.isfinite(re)
+        # Every kept detection already passed the estimator's score threshold.
+        detection = (detection_metrics(self.detections, score_threshold=0.0)
+                     if self.detections else None)
         return {
-            "instances": len(lab), "failed": int((~np.asarray(self.ok)).sum()),
+            "instances": len(lab), "failed": int((~np.asarray(self.ok, bool)).sum()),
             "add_0.1d": float(hit.mean()) if len(lab) else 0.0,
             "add_0.1d_mean_over_objects": float(np.mean([v["add_0.1d"]
                                                          for v in per_object.values()]))
@@ -107,7 +116,7 @@ class EvalReport:
             "ar_mssd": ar_mssd, "ar_mspd": ar_mspd, "ar": (ar_mssd + ar_mspd) / 2,
             "median_re_deg": float(np.median(re[fin])) if fin.any() else float("nan"),
             "median_te_mm": float(np.median(te[fin]) * 1e3) if fin.any() else float("nan"),
-            "per_object": per_object, "seconds": self.seconds,
+            "per_object": per_object, "detection": detection, "seconds": self.seconds,
         }
 
 
@@ -182,6 +191,9 @@ def evaluate(data: str | Path, estimator: Estimator, *, boxes: str = "gt",
         t0 = time.perf_counter()
         poses = estimator.estimate(image, K, given)
         elapsed = time.perf_counter() - t0
+        if estimator.last_detections is not None:
+            report.detections.append(_image_detections(estimator.last_detections, labels,
+                                                       target_boxes))
         report.results += [BopResult(scene_id, im_id, p.object_id, p.score, p.R, p.t, elapsed)
                            for p in poses]
         if overlays is not None:
@@ -209,6 +221,16 @@ def evaluate(data: str | Path, estimator: Estimator, *, boxes: str = "gt",
             report.ok.append(est is not None)
     report.seconds = time.perf_counter() - start
     return report
+
+
+def _image_detections(det: Detections, labels: np.ndarray, boxes_xywh: np.ndarray
+                      ) -> ImageDetections:
+    """The detector's boxes of one image, on the CPU, with its targets `labels (n,)` and
+    visible `boxes_xywh (n, 4)`."""
+    gt = torch.from_numpy(boxes_xywh).float()
+    return ImageDetections(det.boxes.float().cpu(), det.labels.cpu(), det.scores.float().cpu(),
+                           torch.cat([gt[:, :2], gt[:, :2] + gt[:, 2:]], 1),
+                           torch.from_numpy(labels))
 
 
 def plot_recall(report: EvalReport, diameters: np.ndarray, path: str | Path) -> None:

@@ -174,6 +174,8 @@ def test_photo_backgrounds(tmp_path, tiny_config):
     photos.mkdir()
     cv2.imwrite(str(photos / "a.png"), np.full((300, 400, 3), (0, 200, 0), np.uint8))
     (photos / "notes.txt").write_text("not an image")
+    cv2.imwrite(str(photos / "a_nm.png"), np.full((300, 400, 3), (255, 128, 128), np.uint8))
+    assert [p.name for p in PhotoBackgrounds(photos).paths] == ["a.png"]
     crop = PhotoBackgrounds(photos).sample(np.random.default_rng(0), 120, 160)
     assert crop.shape == (120, 160, 3) and (crop == [0, 200, 0]).all()
     cfg = SynthConfig.from_dict({**SynthConfig.from_yaml(tiny_config).to_dict(),

@@ -6,9 +6,11 @@ import numpy as np
 import torch
 
 from pose6d_ros.cli import main
-from pose6d_ros.data.bop import load_scene_gt_info, read_results_csv
-from pose6d_ros.eval.evaluate import EvalReport, find_scenes
+from pose6d_ros.data.bop import load_scene_gt, load_scene_gt_info, read_results_csv
+from pose6d_ros.eval.evaluate import EvalReport, evaluate, find_scenes
 from pose6d_ros.nets.coordnet import CoordNet, CoordNetConfig, save_checkpoint
+from pose6d_ros.nets.detector import Detections
+from pose6d_ros.pipeline import ObjectPose
 
 
 def test_eval_cli_writes_csv_json_and_plot(synth_dir, tmp_path, capsys):
@@ -54,3 +56,49 @@ def test_find_scenes_accepts_dataset_split_and_scene_folders(synth_dir):
     assert find_scenes(scene) == [scene]
     assert find_scenes(synth_dir, "train") == [scene, synth_dir / "train" / "000001"]
     assert find_scenes(synth_dir / "train") == find_scenes(synth_dir, "train")
+
+
+class _DetectorStub:
+    """An estimator whose detector finds every target with its exact visible box, plus one
+    false ape box per image, and whose poses are the ground truth."""
+
+    def __init__(self, objects, scene):
+        self.objects = objects
+        self.gts = load_scene_gt(scene / "scene_gt.json")
+        self.infos = load_scene_gt_info(scene / "scene_gt_info.json")
+        self.last_detections = None
+        self.calls = 0
+
+    def estimate(self, rgb, K, boxes=None):
+        assert boxes is None
+        im_id = sorted(self.gts)[self.calls]
+        self.calls += 1
+        found = [(g, i) for g, i in zip(self.gts[im_id], self.infos[im_id], strict=True)
+                 if i["visib_fract"] >= 0.1 and i["bbox_visib"][2] > 0]
+        xywh = torch.tensor([i["bbox_visib"] for _, i in found], dtype=torch.float32)
+        labels = torch.tensor([self.objects.index_of_id(g.obj_id) for g, _ in found])
+        xyxy = torch.cat([xywh[:, :2], xywh[:, :2] + xywh[:, 2:]], 1)
+        self.last_detections = Detections(
+            labels=torch.cat([labels, torch.tensor([0])]),
+            scores=torch.linspace(0.9, 0.6, len(found) + 1),
+            boxes=torch.cat([xyxy, torch.tensor([[0.0, 0.0, 5.0, 5.0]])]),
+            masks=torch.zeros(len(found) + 1, *rgb.shape[:2]))
+        return [ObjectPose(name=self.objects[int(lab)].name, label=int(lab),
+                           object_id=g.obj_id, instance=0, score=0.9, R=g.R, t=g.t,
+                           inliers=100, box=tuple(i["bbox_visib"]))
+                for (g, i), lab in zip(found, labels, strict=True)]
+
+
+def test_eval_with_detector_reports_its_boxes(synth_dir, objects):
+    scene = synth_dir / "train" / "000000"
+    stub = _DetectorStub(objects, scene)
+    report = evaluate(scene, stub, boxes="detector", progress=False)
+    figures = report.summary(np.array([o.diameter for o in objects]))
+    det = figures["detection"]
+    assert det["targets"] == figures["instances"] > 0
+    assert det["recall"] == 1.0 and det["ap50"] == 1.0
+    images = len(stub.gts)
+    assert det["precision"] == figures["instances"] / (figures["instances"] + images)
+    assert figures["add_0.1d"] == 1.0
+    # With ground-truth boxes there is no detector to report on.
+    assert EvalReport(objects=report.objects).summary(np.ones(8))["detection"] is None
