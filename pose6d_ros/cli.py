@@ -208,6 +208,9 @@ def _train_config(args: argparse.Namespace, config_cls: type, what: str):
     values.update({k: v for k, v in flags.items() if v is not None})
     values.setdefault("objects", str(default_objects_yaml()))
     values = {k: str(v) if isinstance(v, Path) else v for k, v in values.items()}
+    if isinstance(values.get("data"), list):  # --data: one folder or several
+        data = [str(d) for d in values["data"]]
+        values["data"] = data[0] if len(data) == 1 else data
     try:
         return config_cls.from_values(values)
     except (TypeError, ValueError) as exc:
@@ -255,7 +258,8 @@ def _estimator(args: argparse.Namespace, *, detector: bool = True):
 
 def _add_train_flags(p: argparse.ArgumentParser) -> None:
     """The flags of every training command (RunConfig's settings, --config, --resume)."""
-    p.add_argument("--data", type=Path, required=True, help="folder written by pose6d synth")
+    p.add_argument("--data", type=Path, nargs="+", required=True,
+                   help="folder(s) written by pose6d synth, trained on as one")
     p.add_argument("--objects", type=Path, help="objects YAML (default: bundled LM-O)")
     p.add_argument("--out", type=Path, required=True, help="run folder")
     p.add_argument("--config", type=Path, help="YAML of settings (flags override it)")

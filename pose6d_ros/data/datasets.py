@@ -7,6 +7,7 @@ the detector's labels are those plus one (0 is background, torchvision's convent
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -43,13 +44,22 @@ class InstanceRecord:
     visib_fract: float
 
 
-def scan_split(root: str | Path, objects: ObjectRegistry, split: str = "train"
+# One dataset folder written by `pose6d synth`, or several trained on as one.
+DataRoots = str | Path | Sequence[str | Path]
+
+
+def scan_split(roots: DataRoots, objects: ObjectRegistry, split: str = "train"
                ) -> list[InstanceRecord]:
-    """Every annotated instance under `root/split/<scene>/`, of the registry's objects."""
-    split_dir = Path(root) / split
-    scenes = sorted(p for p in split_dir.glob("[0-9]*") if p.is_dir())
-    if not scenes:
-        raise FileNotFoundError(f"{split_dir}: no scene folders (run `pose6d synth` first)")
+    """Every annotated instance under `root/split/<scene>/` of each of `roots` (one dataset
+    folder or several), of the registry's objects."""
+    scenes = []
+    for root in [roots] if isinstance(roots, str | Path) else roots:
+        split_dir = Path(root) / split
+        found = sorted(p for p in split_dir.glob("[0-9]*") if p.is_dir())
+        if not found:
+            raise FileNotFoundError(f"{split_dir}: no scene folders (run `pose6d synth` first)")
+        scenes += found
+    scenes = list(dict.fromkeys(scenes))  # a folder given twice counts once
     records = []
     for scene in scenes:
         gts = load_scene_gt(scene / "scene_gt.json")
@@ -94,11 +104,11 @@ class CropDataset(Dataset):
     amodal targets stay).
     """
 
-    def __init__(self, root: str | Path, objects: ObjectRegistry, *, split: str = "train",
+    def __init__(self, root: DataRoots, objects: ObjectRegistry, *, split: str = "train",
                  size: int = 128, enlarge: float = 1.5, shift: float = 0.1,
                  scale_jitter: float = 0.15, min_visib_fract: float = 0.1,
                  augment: bool = True, occlude: float = 0.3) -> None:
-        self.root, self.objects, self.size = Path(root), objects, size
+        self.objects, self.size = objects, size
         self.enlarge, self.shift, self.scale_jitter = enlarge, shift, scale_jitter
         self.augment, self.occlude = augment, occlude
         self.records = [r for r in scan_split(root, objects, split)
@@ -201,7 +211,7 @@ class DetectionDataset(Dataset):
     fraction of a whole image's compute.
     """
 
-    def __init__(self, root: str | Path, objects: ObjectRegistry, *, split: str = "train",
+    def __init__(self, root: DataRoots, objects: ObjectRegistry, *, split: str = "train",
                  min_visib_fract: float = 0.1, min_pixels: int = 16,
                  augment: bool = True, crop_size: int = 0, min_size: int = 480,
                  max_size: int = 640, scale_jitter: float = 0.0) -> None:

@@ -9,7 +9,7 @@ import time
 from collections.abc import Callable
 from dataclasses import asdict, dataclass, fields
 from pathlib import Path
-from typing import Any, Self
+from typing import TYPE_CHECKING, Any
 
 import torch
 import yaml
@@ -18,13 +18,16 @@ from pose6d_ros.nets.precision import network_dtype
 from pose6d_ros.nets.weights import WeightsError
 from pose6d_ros.train.logs import CsvLog, plot_curves
 
+if TYPE_CHECKING:
+    from typing_extensions import Self  # typing.Self is Python >= 3.11
+
 
 @dataclass
 class RunConfig:
     """The settings of every training run; a trainer's config adds its own (and may change
     these defaults)."""
 
-    data: str
+    data: str | list[str]  # dataset folder(s), trained on as one
     objects: str
     out: str
     split: str = "train"
@@ -174,11 +177,12 @@ class TrainLoop:
 
     def validation_root(self) -> Path | None:
         """The dataset folder whose `val_split` is validated at every checkpoint (None: no
-        validation). A missing split is an error only when `val_data` was given."""
+        validation; default: the first `data` folder). A missing split is an error only when
+        `val_data` was given."""
         cfg = self.cfg
         if not cfg.val_split:
             return None
-        root = Path(cfg.val_data or cfg.data)
+        root = Path(cfg.val_data or (cfg.data if isinstance(cfg.data, str) else cfg.data[0]))
         if not (root / cfg.val_split).is_dir():
             if cfg.val_data:  # asked for explicitly
                 raise ValueError(f"{root / cfg.val_split}: no validation split there")

@@ -86,3 +86,18 @@ def test_detection_crops_at_test_time_scale(synth_dir, objects):
     assert found > 0
     with pytest.raises(ValueError, match="scale_jitter"):
         DetectionDataset(synth_dir, objects, crop_size=96, scale_jitter=1.0)
+
+
+def test_several_dataset_folders_train_as_one(synth_dir, objects, tmp_path):
+    other = tmp_path / "other" / "train"
+    other.mkdir(parents=True)
+    (other / "000000").symlink_to(synth_dir / "train" / "000000")
+    crops = [len(CropDataset(d, objects, size=32)) for d in (synth_dir, other.parent)]
+    assert len(CropDataset([synth_dir, str(other.parent)], objects, size=32)) == sum(crops)
+    images = [len(DetectionDataset(d, objects)) for d in (synth_dir, other.parent)]
+    assert len(DetectionDataset([synth_dir, other.parent], objects)) == sum(images)
+    # The same folder twice is one folder.
+    assert len(DetectionDataset([synth_dir, synth_dir], objects)) == images[0]
+    assert len(CropDataset([synth_dir, synth_dir], objects, size=32)) == crops[0]
+    with pytest.raises(FileNotFoundError, match=str(tmp_path / "train")):
+        DetectionDataset([synth_dir, tmp_path], objects)

@@ -95,3 +95,19 @@ def test_two_processes_with_torchrun_gloo(synth_dir, tmp_path):
     assert done.returncode == 0, done.stderr[-3000:]
     assert load_detector_checkpoint(run / "last.pt")["step"] == 2
     assert load_detector(run / "detector.pt")[1].num_classes == 8
+
+
+def test_data_flag_takes_several_folders(tmp_path):
+    from pose6d_ros.cli import _train_config, build_parser
+
+    def config(*data):
+        args = build_parser().parse_args(["train", "detector", "--data", *data,
+                                          "--out", str(tmp_path)])
+        return _train_config(args, DetectorTrainConfig, "detector")
+
+    assert config("a").data == "a"
+    cfg = config("a", "b")
+    assert cfg.data == ["a", "b"]
+    trainer = DetectorTrainer.__new__(DetectorTrainer)
+    trainer.cfg = cfg
+    assert trainer.validation_root() is None  # a/val does not exist: no validation
