@@ -193,6 +193,16 @@ def _cmd_bench_synth(args: argparse.Namespace) -> int:
     return 0
 
 
+def _cmd_backgrounds(args: argparse.Namespace) -> int:
+    from pose6d_ros.data.appearance import collect_backgrounds
+
+    linked, skipped = collect_backgrounds(args.sources, args.out, min_side=args.min_side,
+                                          min_std=args.min_std)
+    print(f"backgrounds: {linked} pictures linked into {args.out}, {skipped} left out "
+          f"(unreadable, under {args.min_side} px, flat, or a texture's companion map)")
+    return 0 if linked or any(args.out.iterdir()) else 1
+
+
 def _train_config(args: argparse.Namespace, config_cls: type, what: str):
     """A training config from `--config` YAML overridden by the flags; paths as strings.
     Raises UsageError naming the file or setting."""
@@ -450,6 +460,15 @@ def build_parser() -> argparse.ArgumentParser:
     sy.add_argument("--backgrounds", type=Path, help="folder of photographs for backgrounds")
     sy.add_argument("--quiet", action="store_true", help="no progress bar")
     sy.set_defaults(func=_cmd_synth)
+
+    bg = sub.add_parser("backgrounds", help="gather photographs for pose6d synth --backgrounds")
+    bg.add_argument("sources", type=Path, nargs="+", help="folders searched recursively")
+    bg.add_argument("--out", type=Path, required=True, help="folder of links to the pictures")
+    bg.add_argument("--min-side", type=int, default=200, help="pixels (200)")
+    bg.add_argument("--min-std", type=float, default=12.0,
+                    help="least standard deviation of the levels; flatter pictures are left "
+                    "out (12)")
+    bg.set_defaults(func=_cmd_backgrounds)
 
     train = sub.add_parser("train", help="training").add_subparsers(dest="what", required=True)
     tc = train.add_parser("coords", help="train the coordinate network (CoordNet + BPnP)")

@@ -97,6 +97,34 @@ class PhotoBackgrounds:
                           interpolation=cv2.INTER_AREA)
 
 
+def collect_backgrounds(sources: list[str | Path], out: str | Path, *, min_side: int = 200,
+                        min_std: float = 12.0) -> tuple[int, int]:
+    """Link into `out` the pictures under `sources` (folders, searched recursively) that
+    are fit for backgrounds: readable, both sides >= `min_side` pixels, a standard deviation
+    of the 8-bit levels (all channels) >= `min_std`, not a texture's companion map. Link
+    names keep the last three path parts, so pictures of one name from several packages stay
+    apart. Returns (linked, skipped)."""
+    out = Path(out)
+    out.mkdir(parents=True, exist_ok=True)
+    linked = skipped = 0
+    for source in map(Path, sources):
+        if not source.is_dir():
+            raise FileNotFoundError(f"backgrounds: {source} is not a folder")
+        for path in sorted(source.rglob("*")):
+            if path.suffix.lower() not in IMAGE_SUFFIXES:
+                continue
+            img = None if path.stem.lower().endswith(TEXTURE_MAP_ENDINGS) else \
+                cv2.imread(str(path), cv2.IMREAD_COLOR)
+            if img is None or min(img.shape[:2]) < min_side or float(img.std()) < min_std:
+                skipped += 1
+                continue
+            link = out / "_".join(path.relative_to(source).parts[-3:])
+            if not link.exists():
+                link.symlink_to(path.resolve())
+                linked += 1
+    return linked, skipped
+
+
 def composite(fg: np.ndarray, mask: np.ndarray, bg: np.ndarray) -> np.ndarray:
     """`fg` where `mask (H, W)` is set, `bg` elsewhere."""
     return np.where(mask[..., None], fg, bg)

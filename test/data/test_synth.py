@@ -196,3 +196,26 @@ def test_procedural_backgrounds_of_any_size():
         for seed in range(5):
             img = procedural_background(np.random.default_rng(seed), *size)
             assert img.shape == (*size, 3) and img.dtype == np.uint8
+
+
+def test_backgrounds_command_links_usable_pictures(tmp_path, capsys):
+    import cv2
+
+    from pose6d_ros.cli import main
+
+    src = tmp_path / "pkg" / "textures"
+    src.mkdir(parents=True)
+    noise = np.random.default_rng(0).integers(0, 255, (240, 320, 3), dtype=np.uint8)
+    cv2.imwrite(str(src / "wall.png"), noise)
+    cv2.imwrite(str(src / "wall_nm.png"), noise)  # a normal map
+    cv2.imwrite(str(src / "icon.png"), noise[:64, :64])  # too small
+    cv2.imwrite(str(src / "flat.png"), np.full((240, 320, 3), 90, np.uint8))
+    (src / "broken.jpg").write_bytes(b"not a jpeg")
+    out = tmp_path / "bg"
+    assert main(["backgrounds", str(tmp_path / "pkg"), "--out", str(out)]) == 0
+    assert "1 pictures linked" in capsys.readouterr().out
+    assert [p.name for p in out.iterdir()] == ["textures_wall.png"]  # last path parts
+    assert (out / "textures_wall.png").resolve() == (src / "wall.png").resolve()
+    assert main(["backgrounds", str(tmp_path / "pkg"), "--out", str(out)]) == 0  # again: kept
+    assert main(["backgrounds", str(tmp_path / "none"), "--out", str(out)]) == 2
+    assert "none is not a folder" in capsys.readouterr().err
