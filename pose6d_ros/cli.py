@@ -461,14 +461,14 @@ def build_parser() -> argparse.ArgumentParser:
     sy.add_argument("--quiet", action="store_true", help="no progress bar")
     sy.set_defaults(func=_cmd_synth)
 
-    bg = sub.add_parser("backgrounds", help="gather photographs for pose6d synth --backgrounds")
-    bg.add_argument("sources", type=Path, nargs="+", help="folders searched recursively")
-    bg.add_argument("--out", type=Path, required=True, help="folder of links to the pictures")
-    bg.add_argument("--min-side", type=int, default=200, help="pixels (200)")
-    bg.add_argument("--min-std", type=float, default=12.0,
+    pics = sub.add_parser("backgrounds", help="gather photographs for pose6d synth --backgrounds")
+    pics.add_argument("sources", type=Path, nargs="+", help="folders searched recursively")
+    pics.add_argument("--out", type=Path, required=True, help="folder of links to the pictures")
+    pics.add_argument("--min-side", type=int, default=200, help="pixels (200)")
+    pics.add_argument("--min-std", type=float, default=12.0,
                     help="least standard deviation of the levels; flatter pictures are left "
                     "out (12)")
-    bg.set_defaults(func=_cmd_backgrounds)
+    pics.set_defaults(func=_cmd_backgrounds)
 
     train = sub.add_parser("train", help="training").add_subparsers(dest="what", required=True)
     tc = train.add_parser("coords", help="train the coordinate network (CoordNet + BPnP)")
