@@ -170,3 +170,22 @@ def test_the_real_estimator_on_the_sample_bag(tmp_path, store, tiny_weights):
         [stamp_ns(i.header) for _, i in out["/camera/image_raw"]]
     for _, det in out["/detections"]:
         assert all(0.0 <= d.results[0].hypothesis.score <= 1.0 for d in det.detections)
+
+
+def test_shipped_weights_turn_the_sample_bag_into_poses(tmp_path, store, capsys):
+    """As a user would: the sample bag through `pose6d bag` with the shipped weights and the
+    default parameters gives PoseArrays with poses, TF and detections of known objects."""
+    assert main(["bag", "--make-sample", "--out", str(tmp_path / "sample")]) == 0
+    assert main(["bag", str(tmp_path / "sample"), "--out", str(tmp_path / "out"),
+                 "--device", "cpu"]) == 0
+    capsys.readouterr()
+    out = _read(tmp_path / "out", store)
+    poses = [p for _, msg in out["/poses"] for p in msg.poses]
+    assert poses, "the shipped weights found nothing in the five photographs"
+    assert all(np.isfinite([p.position.z, p.orientation.w]).all() and p.position.z > 0
+               for p in poses)
+    names = {d.results[0].hypothesis.class_id for _, msg in out["/detections"]
+             for d in msg.detections}
+    assert names <= {"ape", "can", "cat", "driller", "duck", "eggbox", "glue", "holepuncher"}
+    frames = {t.child_frame_id for _, msg in out["/tf"] for t in msg.transforms}
+    assert len(frames) >= 1 and all(f.rsplit("_", 1)[0] in names for f in frames)
