@@ -38,6 +38,7 @@ LOSS_TERMS = ["loss_classifier", "loss_box_reg", "loss_mask", "loss_objectness",
               "loss_rpn_box_reg"]
 LOG_FIELDS = ["step", "epoch", "lr", "loss", *LOSS_TERMS, "seconds"]
 OPTIMIZERS = ("adamw", "sgd")
+VAL_BATCH = 8  # validation images per forward
 
 
 @dataclass
@@ -152,17 +153,19 @@ class DetectorTrainer(TrainLoop):
         transform.max_size = self.net_config.max_size
         net.eval()
         images = []
+        samples = list(self.val_set)
         try:
-            for image, target in self.val_set:
-                out = run_detector(net, [image.to(self.device)], dtype=self.amp_dtype)[0]
-                images.append(ImageDetections(out["boxes"].cpu(), out["labels"].cpu(),
-                                              out["scores"].cpu(), target["boxes"],
-                                              target["labels"]))
+            for i in range(0, len(samples), VAL_BATCH):
+                chunk = samples[i:i + VAL_BATCH]
+                outs = run_detector(net, [im.to(self.device) for im, _ in chunk],
+                                    dtype=self.amp_dtype)
+                images += [ImageDetections(o["boxes"].cpu(), o["labels"].cpu(), o["scores"].cpu(),
+                                           t["boxes"], t["labels"])
+                           for o, (_, t) in zip(outs, chunk, strict=True)]
         finally:
             transform.min_size, transform.max_size = saved
             net.train()
         return {**detection_metrics(images), "images": float(len(images))}
-
 
     def load_checkpoint(self, path: Path) -> dict[str, Any]:
         """The detector checkpoint at `path`."""
