@@ -18,6 +18,12 @@ TEXTURE_MAP_ENDINGS = ("_nm", "_n", "_normal", "_sm", "_s", "_spec", "_specular"
                        "_gloss", "_h", "_height", "_bump", "_disp", "_glow", "_alpha", "_ao")
 
 
+def is_picture_file(path: Path) -> bool:
+    """An image file by its suffix, and not a texture's companion map by its name."""
+    return (path.suffix.lower() in IMAGE_SUFFIXES
+            and not path.stem.lower().endswith(TEXTURE_MAP_ENDINGS))
+
+
 def procedural_background(rng: np.random.Generator, height: int, width: int) -> np.ndarray:
     """A random texture: multi-scale coloured noise, a gradient, and random shapes."""
     # The smooth layers are built at a quarter of the size: they have no fine detail.
@@ -72,8 +78,7 @@ class PhotoBackgrounds:
         folder = Path(folder)
         if not folder.is_dir():
             raise FileNotFoundError(f"backgrounds: {folder} is not a folder")
-        self.paths = sorted(p for p in folder.rglob("*") if p.suffix.lower() in IMAGE_SUFFIXES
-                            and not p.stem.lower().endswith(TEXTURE_MAP_ENDINGS))
+        self.paths = sorted(p for p in folder.rglob("*") if is_picture_file(p))
         if not self.paths:
             raise FileNotFoundError(f"backgrounds: no images ({', '.join(sorted(IMAGE_SUFFIXES))})"
                                     f" in {folder}")
@@ -113,8 +118,7 @@ def collect_backgrounds(sources: list[str | Path], out: str | Path, *, min_side:
         for path in sorted(source.rglob("*")):
             if path.suffix.lower() not in IMAGE_SUFFIXES:
                 continue
-            img = None if path.stem.lower().endswith(TEXTURE_MAP_ENDINGS) else \
-                cv2.imread(str(path), cv2.IMREAD_COLOR)
+            img = cv2.imread(str(path), cv2.IMREAD_COLOR) if is_picture_file(path) else None
             if img is None or min(img.shape[:2]) < min_side or float(img.std()) < min_std:
                 skipped += 1
                 continue

@@ -19,7 +19,7 @@ from typing import Any
 
 import torch
 from torch import Tensor, nn
-from torch.utils.data import Subset
+from torch.utils.data import DataLoader, Subset
 
 from pose6d_ros.core.objects import load_objects
 from pose6d_ros.data.datasets import DetectionDataset
@@ -153,15 +153,14 @@ class DetectorTrainer(TrainLoop):
         transform.max_size = self.net_config.max_size
         net.eval()
         images = []
-        samples = list(self.val_set)
         try:
-            for i in range(0, len(samples), VAL_BATCH):
-                chunk = samples[i:i + VAL_BATCH]
-                outs = run_detector(net, [im.to(self.device) for im, _ in chunk],
+            for batch, targets in DataLoader(self.val_set, batch_size=VAL_BATCH,
+                                             collate_fn=collate):
+                outs = run_detector(net, [im.to(self.device) for im in batch],
                                     dtype=self.amp_dtype)
                 images += [ImageDetections(o["boxes"].cpu(), o["labels"].cpu(), o["scores"].cpu(),
                                            t["boxes"], t["labels"])
-                           for o, (_, t) in zip(outs, chunk, strict=True)]
+                           for o, t in zip(outs, targets, strict=True)]
         finally:
             transform.min_size, transform.max_size = saved
             net.train()
