@@ -275,6 +275,8 @@ def _add_train_flags(p: argparse.ArgumentParser) -> None:
     p.add_argument("--config", type=Path, help="YAML of settings (flags override it)")
     p.add_argument("--epochs", type=int)
     p.add_argument("--max-steps", type=int)
+    p.add_argument("--stop-after", type=int, help="end after this step, keeping the "
+                   "learning-rate schedule of the whole run (go on with --resume)")
     p.add_argument("--batch-size", type=int)
     p.add_argument("--lr", type=float)
     p.add_argument("--workers", type=int, help="data-loading processes")
@@ -334,6 +336,25 @@ def _cmd_eval(args: argparse.Namespace) -> int:
     _print_figures(figures, f"eval {args.data} ({figures['instances']} instances, "
                    f"{args.boxes} boxes):")
     print(f"  written: {args.out}/results_bop19.csv, figures.json, recall_add.png")
+    return 0
+
+
+def _cmd_compare(args: argparse.Namespace) -> int:
+    from pose6d_ros.eval.compare import compare, format_markdown, format_text, plot_comparison
+    from pose6d_ros.eval.instances import read_instances_csv
+
+    names = tuple(args.names) if args.names else (args.a.name, args.b.name)
+    try:
+        runs = [read_instances_csv(p) for p in (args.a, args.b)]
+        result = compare(*runs, names=names, resamples=args.resamples, seed=args.seed)
+    except ValueError as exc:
+        raise UsageError(str(exc)) from exc
+    if args.plot:
+        plot_comparison(*runs, names, args.plot)
+    if args.json:
+        print(json.dumps(result.to_dict()))
+    else:
+        print(format_markdown(result) if args.markdown else format_text(result))
     return 0
 
 
@@ -518,6 +539,19 @@ def build_parser() -> argparse.ArgumentParser:
     ev.add_argument("--max-images", type=int, default=0, help="0: all")
     ev.add_argument("--json", action="store_true", help="print the figures as one JSON line")
     ev.set_defaults(func=_cmd_eval)
+
+    cp = sub.add_parser("compare", help="two `pose6d eval` outputs on the same targets, "
+                        "paired, with bootstrap intervals of each difference")
+    cp.add_argument("a", type=Path, help="eval output folder A (or its instances.csv)")
+    cp.add_argument("b", type=Path, help="eval output folder B")
+    cp.add_argument("--names", nargs=2, metavar=("A", "B"), help="labels (default: the "
+                    "folder names)")
+    cp.add_argument("--resamples", type=int, default=2000, help="image resamples (2000)")
+    cp.add_argument("--seed", type=int, default=0)
+    cp.add_argument("--plot", type=Path, help="PNG of both runs' error curves")
+    cp.add_argument("--markdown", action="store_true", help="print a Markdown table")
+    cp.add_argument("--json", action="store_true", help="print the comparison as JSON")
+    cp.set_defaults(func=_cmd_compare)
 
     pr = sub.add_parser("predict", help="poses for images or a BOP scene folder")
     pr.add_argument("--images", nargs="+", required=True,

@@ -34,6 +34,7 @@ from pose6d_ros.data.bop import (
 )
 from pose6d_ros.eval import metrics
 from pose6d_ros.eval.detection import ImageDetections, detection_metrics
+from pose6d_ros.eval.instances import INSTANCES_CSV, write_instances_csv
 from pose6d_ros.pipeline import Boxes, Estimator, ObjectPose
 
 if TYPE_CHECKING:
@@ -78,7 +79,9 @@ class EvalReport:
     re: list[float] = field(default_factory=list)  # degrees
     te: list[float] = field(default_factory=list)  # metres
     ok: list[bool] = field(default_factory=list)  # a pose was found
+    scene_ids: list[int] = field(default_factory=list)
     im_ids: list[int] = field(default_factory=list)
+    gt_index: list[int] = field(default_factory=list)  # the target's place in scene_gt
     scores: list[float] = field(default_factory=list)
     results: list[BopResult] = field(default_factory=list)
     detections: list[ImageDetections] = field(default_factory=list)  # with the detector
@@ -199,7 +202,7 @@ def evaluate(data: str | Path, estimator: Estimator, *, boxes: str = "gt",
         if overlays is not None:
             write_rgb(Path(overlays) / f"{scene_id:06d}_{im_id:06d}.png",
                       draw_poses(image, K, poses, objects))
-        for (_, g), label, est in zip(targets, labels.tolist(),
+        for (k, g), label, est in zip(targets, labels.tolist(),
                                       match_estimates(labels, target_boxes, poses), strict=True):
             obj, pts = objects[label], points[label][None]
             pR, pt, pv = pools.R[label][None], pools.t[label][None], pools.valid[label][None]
@@ -214,7 +217,9 @@ def evaluate(data: str | Path, estimator: Estimator, *, boxes: str = "gt",
             else:
                 vals = [float("inf")] * 5
             report.labels.append(label)
+            report.scene_ids.append(scene_id)
             report.im_ids.append(im_id)
+            report.gt_index.append(k)
             report.scores.append(est.score if est is not None else 0.0)
             for name, v in zip(("add", "mssd", "mspd", "re", "te"), vals, strict=True):
                 getattr(report, name).append(v)
@@ -265,12 +270,14 @@ def plot_recall(report: EvalReport, diameters: np.ndarray, path: str | Path) -> 
 
 def write_outputs(report: EvalReport, objects: ObjectRegistry, out: str | Path,
                   ) -> dict[str, Any]:
-    """Results CSV, figures JSON and recall PNG into `out`; returns the figures."""
+    """Results CSV, per-target CSV (`instances.csv`, what `pose6d compare` pairs), figures
+    JSON and recall PNG into `out`; returns the figures."""
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
     diameters = np.array([o.diameter for o in objects])
     figures = report.summary(diameters)
     write_results_csv(out / "results_bop19.csv", report.results)
+    write_instances_csv(out / INSTANCES_CSV, report, diameters)
     (out / "figures.json").write_text(json.dumps(figures, indent=1))
     plot_recall(report, diameters, out / "recall_add.png")
     return figures

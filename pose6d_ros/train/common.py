@@ -33,6 +33,10 @@ class RunConfig:
     split: str = "train"
     epochs: int = 20
     max_steps: int = 0  # stop after this many optimiser steps (0: run all epochs)
+    # End this invocation after this step (0: at the end) with the learning-rate schedule
+    # still that of the whole run, so that --resume (or a copy of the run folder resumed
+    # with other settings) goes on from there.
+    stop_after: int = 0
     batch_size: int = 16
     lr: float = 1e-3
     weight_decay: float = 1e-4
@@ -236,11 +240,12 @@ class TrainLoop:
         from tqdm import tqdm
 
         cfg = self.cfg
-        bar = tqdm(total=self.total_steps, initial=self.step, unit="step", desc=self.name,
+        end = min(self.total_steps, cfg.stop_after) if cfg.stop_after > 0 else self.total_steps
+        bar = tqdm(total=end, initial=self.step, unit="step", desc=self.name,
                    disable=not self.progress or self.rank != 0)
         start = time.perf_counter()
         self.model.train()
-        while self.step < self.total_steps:
+        while self.step < end:
             if self.world > 1:
                 sampler = DistributedSampler(self.dataset, seed=cfg.seed, drop_last=True)
                 sampler.set_epoch(self.epoch)
@@ -260,8 +265,7 @@ class TrainLoop:
                 self.sched.step()
                 self.step += 1
                 bar.update(1)
-                if self.rank == 0 and (self.step % cfg.log_every == 0
-                                       or self.step == self.total_steps):
+                if self.rank == 0 and (self.step % cfg.log_every == 0 or self.step == end):
                     row = {k: float(v.detach()) for k, v in terms.items()}
                     row.update(step=self.step, epoch=self.epoch,
                                lr=self.sched.get_last_lr()[0],
@@ -272,7 +276,7 @@ class TrainLoop:
                     self._save("last.pt")
                     if self.rank == 0:
                         self.checkpoint_done()
-                if self.step >= self.total_steps:
+                if self.step >= end:
                     break
             self.epoch += 1
         bar.close()

@@ -16,7 +16,6 @@ from typing import Any
 import numpy as np
 import torch
 from torch import Tensor
-from torch.utils.data import Dataset
 
 from pose6d_ros.core.objects import ObjectRegistry, load_objects
 from pose6d_ros.core.rotations import ray_rotation, rotation_grid
@@ -110,14 +109,15 @@ class CoordTrainer(TrainLoop):
         self.val_set = self._validation_set() if self.rank == 0 else None
         self.start_run(resume, LOG_FIELDS)
 
-    def _validation_set(self) -> Dataset | None:
-        """Fixed, unaugmented crops spread over the validation split (None: no split)."""
+    def _validation_set(self) -> list[dict[str, Any]] | None:
+        """Fixed, unaugmented crops spread over the validation split, read once and kept in
+        memory for every checkpoint's validation (None: no split)."""
         cfg, root = self.cfg, self.validation_root()
         if root is None:
             return None
         crops = CropDataset(root, self.objects, split=cfg.val_split, size=cfg.input_size,
                             augment=False)
-        return self.spread_subset(crops, cfg.val_crops)
+        return list(self.spread_subset(crops, cfg.val_crops))
 
     @torch.no_grad()
     def validate(self) -> dict[str, float]:

@@ -3,11 +3,13 @@
 import json
 
 import numpy as np
+import pytest
 import torch
 
 from pose6d_ros.cli import main
 from pose6d_ros.data.bop import load_scene_gt, load_scene_gt_info, read_results_csv
 from pose6d_ros.eval.evaluate import EvalReport, evaluate, find_scenes
+from pose6d_ros.eval.instances import read_instances_csv
 from pose6d_ros.nets.coordnet import CoordNet, CoordNetConfig, save_checkpoint
 from pose6d_ros.nets.detector import Detections
 from pose6d_ros.pipeline import ObjectPose
@@ -30,6 +32,14 @@ def test_eval_cli_writes_csv_json_and_plot(synth_dir, tmp_path, capsys):
     assert (out / "recall_add.png").stat().st_size > 0
     rows = read_results_csv(out / "results_bop19.csv")
     assert len(rows) == targets - figures["failed"]
+    # instances.csv: one row per target, whose column means are the figures
+    inst = read_instances_csv(out)
+    assert len(inst) == targets and len({tuple(k) for k in inst.keys.tolist()}) == targets
+    assert (inst.errors["add_rel"] < 0.1).mean() == figures["add_0.1d"]
+    assert abs(inst.errors["ar_mssd"].mean() - figures["ar_mssd"]) < 1e-6
+    assert abs(inst.errors["ar_mspd"].mean() - figures["ar_mspd"]) < 1e-6
+    assert np.median(inst.errors["re_deg"][inst.found]) == pytest.approx(
+        figures["median_re_deg"], 1e-4)
 
 
 def test_eval_cli_errors(tmp_path, capsys):

@@ -6,6 +6,7 @@ import torch
 
 from pose6d_ros.cli import main
 from pose6d_ros.nets.coordnet import load_checkpoint, load_coordnet
+from pose6d_ros.train.common import warmup_cosine
 from pose6d_ros.train.coords import CoordTrainConfig, CoordTrainer
 from pose6d_ros.train.logs import read_log
 from test.conftest import REPO, torchrun_cli
@@ -18,12 +19,16 @@ def test_train_with_bpnp_checkpoint_and_resume(synth_dir, tmp_path):
     run = tmp_path / "run"
     args = ["train", "coords", "--data", str(synth_dir), "--out", str(run), *TINY_NET,
             "--proj-warmup-steps", "2", "--checkpoint-every", "2"]
-    assert main([*args, "--max-steps", "4"]) == 0
+    # --stop-after ends the run at step 4 of a 6-step learning-rate schedule.
+    assert main([*args, "--max-steps", "6", "--stop-after", "4"]) == 0
     log = read_log(run / "log.csv")
     assert log["step"] == [4.0] or log["step"][-1] == 4.0
     assert (run / "losses.png").stat().st_size > 0
     last = load_checkpoint(run / "last.pt")
     assert last["step"] == 4 and "optimizer" in last
+    lr = CoordTrainConfig(data="", objects="", out="").lr
+    assert last["optimizer"]["param_groups"][0]["lr"] == pytest.approx(
+        lr * warmup_cosine(4, 6))
     net = load_coordnet(run / "coordnet.pt")
     assert net.config.input_size == 32
 
