@@ -253,7 +253,7 @@ def _train(args: argparse.Namespace, trainer_cls: type, cfg: object, what: str) 
 
 def _estimator(args: argparse.Namespace, *, detector: bool = True):
     """The Estimator of the common flags (--objects, --detector, --coordnet, --device,
-    --score, --min-inliers)."""
+    --score, --min-inliers, --max-size-mismatch, --max-centre-offset)."""
     from pose6d_ros.core.paths import default_objects_yaml, default_weights
     from pose6d_ros.pipeline import Estimator, EstimatorConfig
 
@@ -262,6 +262,7 @@ def _estimator(args: argparse.Namespace, *, detector: bool = True):
         detector_weights=str(args.detector or default_weights("detector")) if detector else None,
         coordnet_weights=str(args.coordnet or default_weights("coordnet")),
         device=args.device, detection_score=args.score, min_inliers=args.min_inliers,
+        max_size_mismatch=args.max_size_mismatch, max_centre_offset=args.max_centre_offset,
         precision=args.precision)
     return Estimator(cfg)
 
@@ -300,6 +301,12 @@ def _add_estimator_flags(p: argparse.ArgumentParser) -> None:
                    "cuda, cuda:N")
     p.add_argument("--score", type=float, default=0.5, help="minimum detector score")
     p.add_argument("--min-inliers", type=int, default=12, help="minimum PnP inliers")
+    p.add_argument("--max-size-mismatch", type=float, default=4.0, help="drop a pose whose "
+                   "projected diameter is over this many times its box's longer side or "
+                   "under 1/this (0: no check)")
+    p.add_argument("--max-centre-offset", type=float, default=1.0, help="drop a pose whose "
+                   "projected centre is more than this many box sides from the box centre "
+                   "(0: no check)")
     _add_precision_flag(p)
 
 

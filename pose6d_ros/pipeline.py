@@ -36,6 +36,13 @@ class EstimatorConfig:
     device: str = "auto"  # auto (CUDA when present), cpu, cuda, cuda:N
     detection_score: float = 0.5  # minimum detector score
     min_inliers: int = 12  # fewer PnP inliers: the instance is dropped
+    # A pose that cannot be the boxed object is dropped, not published: its projected
+    # diameter over `max_size_mismatch` times the box's longer side or under 1 / that, or
+    # its projected centre more than `max_centre_offset` box sides from the box centre.
+    # 0 switches a check off. Loose on purpose: an occluded object's box is only its
+    # visible part.
+    max_size_mismatch: float = 4.0
+    max_centre_offset: float = 1.0
     max_instances: int = 16  # per image, best detector scores first
     # Network arithmetic: auto (bf16 on CUDA, fp32 on the CPU), fp32, bf16, fp16 (CUDA only).
     # Correspondences and PnP are always float32/float64.
@@ -77,6 +84,27 @@ def resolve_device(name: str) -> torch.device:
     return torch.device(name)
 
 
+def consistent_with_boxes(R: Tensor, t: Tensor, K: Tensor, boxes_xywh: Tensor,
+                          centres: Tensor, diameters: Tensor, *, max_size_mismatch: float,
+                          max_centre_offset: float) -> Tensor:
+    """`(B,)` bool: pose `R (B, 3, 3)`, `t (B, 3)` of objects with model-frame `centres
+    (B, 3)` and `diameters (B,)` (metres) projects through `K (3, 3)` where its box
+    `(B, 4)` x, y, w, h says (sizes within the mismatch factor, centre within the offset, in
+    box sides; 0 skips a test). Poses behind the camera fail."""
+    c = (R @ centres.to(R)[..., None])[..., 0] + t  # (B, 3) camera frame
+    z = c[:, 2]
+    ok = z > 0
+    side = boxes_xywh[:, 2:].max(1).values.to(R).clamp_min(1.0)
+    if max_size_mismatch > 0:
+        ratio = diameters.to(R) * K[0, 0] / z.clamp_min(1e-9) / side
+        ok &= (ratio <= max_size_mismatch) & (ratio >= 1.0 / max_size_mismatch)
+    if max_centre_offset > 0:
+        uv = (c @ K.T)[:, :2] / z.clamp_min(1e-9)[:, None]
+        mid = boxes_xywh[:, :2].to(R) + boxes_xywh[:, 2:].to(R) / 2
+        ok &= ((uv - mid).abs().max(1).values / side) <= max_centre_offset
+    return ok
+
+
 def instance_indices(labels: np.ndarray, scores: np.ndarray) -> np.ndarray:
     """Per instance `(n,)`, its rank by descending score among instances of its label."""
     order = np.lexsort((-scores, labels))  # by label, then score
@@ -107,6 +135,8 @@ class Estimator:
             self.detector = Detector(model, device=self.device, dtype=dtype)
         self.coords = CoordPoseEstimator(load_coordnet(config.coordnet_weights, self.device),
                                          self.objects, device=self.device, dtype=dtype)
+        self.diameters = torch.tensor([o.diameter for o in self.objects], dtype=torch.float64,
+                                      device=self.device)
         # Per-stage ms of the latest `estimate` call, also when it found nothing.
         self.last_timings: dict[str, float] = {}
         # The detector's output of the latest `estimate` call (on the device), before PnP
@@ -147,6 +177,10 @@ class Estimator:
         poses = self.coords(image, K_t.to(self.device), labels, xywh, timer=timer)
         ok = ((poses.status == int(PnPStatus.OK)) & (poses.inliers >= cfg.min_inliers)
               & torch.isfinite(poses.R).flatten(1).all(1) & torch.isfinite(poses.t).all(1))
+        ok &= consistent_with_boxes(poses.R, poses.t, K_t.to(self.device), xywh,
+                                    self.coords.center[labels], self.diameters[labels],
+                                    max_size_mismatch=cfg.max_size_mismatch,
+                                    max_centre_offset=cfg.max_centre_offset)
         score = scores.double() * poses.score
         # One transfer of everything the caller sees.
         host = torch.cat([labels[:, None].double(), score[:, None], poses.inliers[:, None],

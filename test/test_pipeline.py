@@ -5,7 +5,13 @@ import pytest
 import torch
 
 from pose6d_ros.data.bop import load_scene_camera, load_scene_gt_info, read_image
-from pose6d_ros.pipeline import Boxes, Estimator, EstimatorConfig, instance_indices
+from pose6d_ros.pipeline import (
+    Boxes,
+    Estimator,
+    EstimatorConfig,
+    consistent_with_boxes,
+    instance_indices,
+)
 from test.conftest import REPO
 
 
@@ -28,6 +34,26 @@ def test_instance_indices_rank_by_score_within_each_object():
     assert instance_indices(labels, scores).tolist() == [2, 1, 0, 1, 0]
 
 
+def test_poses_inconsistent_with_their_boxes_are_refused():
+    K = torch.tensor([[600.0, 0, 320], [0, 600.0, 240], [0, 0, 1]], dtype=torch.float64)
+    R = torch.eye(3, dtype=torch.float64).expand(5, 3, 3)
+    # a 0.1 m object 0.6 m away: 100 px across, centred on the image centre
+    t = torch.tensor([[0, 0, 0.6], [0, 0, 3.0], [0, 0, 0.1], [0.2, 0, 0.6], [0, 0, -0.6]],
+                     dtype=torch.float64)
+    box = torch.tensor([270.0, 190.0, 100.0, 60.0]).expand(5, 4)  # 100 x 60 visible part
+    centres, diameters = torch.zeros(5, 3), torch.full((5,), 0.1)
+
+    def check(size, offset):
+        return consistent_with_boxes(R, t, K, box, centres, diameters,
+                                     max_size_mismatch=size, max_centre_offset=offset).tolist()
+
+    # right; 5x too far (20 px); 6x too near (600 px); 200 px aside; behind the camera
+    assert check(4.0, 1.0) == [True, False, False, False, False]
+    assert check(0, 1.0) == [True, True, True, False, False]
+    assert check(4.0, 0) == [True, False, False, True, False]
+    assert check(0, 0) == [True, True, True, True, False]
+
+
 def test_given_boxes_give_one_valid_pose_per_instance(synth_dir, tiny_weights, objects):
     scene, rgb, K = _scene(synth_dir)
     info = load_scene_gt_info(scene / "scene_gt_info.json")[0]
@@ -36,7 +62,7 @@ def test_given_boxes_give_one_valid_pose_per_instance(synth_dir, tiny_weights, o
     gts = load_scene_gt(scene / "scene_gt.json")[0]
     labels = torch.tensor([objects.index_of_id(g.obj_id) for g in gts])
     boxes = torch.tensor([i["bbox_visib"] for i in info], dtype=torch.float32)
-    est = _estimator(tiny_weights, min_inliers=0)
+    est = _estimator(tiny_weights, min_inliers=0, max_size_mismatch=0, max_centre_offset=0)
     poses = est.estimate(rgb, K, Boxes(labels, boxes))
     assert poses, "untrained weights still give PnP solutions on given boxes"
     assert [p.score for p in poses] == sorted((p.score for p in poses), reverse=True)
@@ -50,6 +76,9 @@ def test_given_boxes_give_one_valid_pose_per_instance(synth_dir, tiny_weights, o
     for label in {p.label for p in poses}:
         assert sorted(p.instance for p in poses if p.label == label) == \
             list(range(sum(p.label == label for p in poses)))
+    # the box-consistency checks are read at every call
+    est.config.max_centre_offset = 1e-9  # no pose projects exactly onto its box centre
+    assert est.estimate(rgb, K, Boxes(labels, boxes)) == []
 
 
 def test_detector_path_and_thresholds_changed_between_calls(synth_dir, tiny_weights):

@@ -44,6 +44,12 @@ class PoseSettings:
     detection_score: float = _p(0.5, "Minimum detector score.", range=(0.0, 1.0))
     min_inliers: int = _p(12, "Fewer PnP inliers and the instance is dropped.",
                           range=(4, 100000))
+    max_size_mismatch: float = _p(4.0, "A pose whose projected object diameter is over this "
+                                  "many times the box's longer side, or under 1/this, is "
+                                  "dropped; 0: no check.", range=(0.0, 100.0))
+    max_centre_offset: float = _p(1.0, "A pose whose projected object centre is more than "
+                                  "this many box sides from the box centre is dropped; 0: no "
+                                  "check.", range=(0.0, 100.0))
     max_instances: int = _p(16, "Most instances per image, best scores first.",
                             range=(1, 256))
     input_scale: float = _p(1.0, "Resize factor applied to images before estimation "
@@ -152,4 +158,6 @@ def estimator_config(settings: PoseSettings) -> EstimatorConfig:
                            device=settings.device, precision=settings.precision,
                            detection_score=settings.detection_score,
                            min_inliers=settings.min_inliers,
+                           max_size_mismatch=settings.max_size_mismatch,
+                           max_centre_offset=settings.max_centre_offset,
                            max_instances=settings.max_instances)

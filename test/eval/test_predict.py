@@ -68,7 +68,9 @@ def test_missing_camera_and_corrupt_weights_are_clear_errors(synth_dir, tiny_wei
 
 def test_demo_on_the_bundled_photographs(tiny_weights, tmp_path, capsys):
     out = tmp_path / "demo"
-    rc = main(["demo", "--out", str(out), *_weights(tiny_weights)])
+    # (the box-consistency checks off: they drop most of an untrained network's poses)
+    rc = main(["demo", "--out", str(out), *_weights(tiny_weights), "--max-size-mismatch", "0",
+               "--max-centre-offset", "0"])
     text = capsys.readouterr().out
     assert rc == 0
     assert "5 real LM-O photographs" in text and "ADD(-S) < 0.1d" in text
