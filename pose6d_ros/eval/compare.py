@@ -133,8 +133,8 @@ def _fmt(value: float, unit: str, signed: bool = False) -> str:
     sign = "+" if signed else ""
     if unit == "%":
         return f"{100 * value:{sign}.1f} %"
-    if unit:
-        return f"{value:{sign}.0f} {unit}"
+    if unit:  # whole units, with a decimal below 10 so that a small sign stays readable
+        return f"{value:{sign}.{1 if abs(value) < 10 else 0}f} {unit}"
     return f"{value:{sign}.3f}"
 
 
