@@ -174,10 +174,11 @@ class Estimator:
         if len(labels) == 0:
             self.last_timings = dict(timer.ms, total=timer.total_ms())
             return []
-        poses = self.coords(image, K_t.to(self.device), labels, xywh, timer=timer)
+        K_dev = K_t.to(self.device)
+        poses = self.coords(image, K_dev, labels, xywh, timer=timer)
         ok = ((poses.status == int(PnPStatus.OK)) & (poses.inliers >= cfg.min_inliers)
               & torch.isfinite(poses.R).flatten(1).all(1) & torch.isfinite(poses.t).all(1))
-        ok &= consistent_with_boxes(poses.R, poses.t, K_t.to(self.device), xywh,
+        ok &= consistent_with_boxes(poses.R, poses.t, K_dev, xywh,
                                     self.coords.center[labels], self.diameters[labels],
                                     max_size_mismatch=cfg.max_size_mismatch,
                                     max_centre_offset=cfg.max_centre_offset)
