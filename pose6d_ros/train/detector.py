@@ -1,4 +1,5 @@
-"""`pose6d train detector`: Mask R-CNN training from scratch on synthetic BOP scenes.
+"""`pose6d train detector`: Mask R-CNN training on synthetic BOP scenes, from ImageNet
+MobileNetV2 features (the default) or from scratch.
 
 Runs on CUDA when present (bf16 autocast of the backbone), else on the CPU; on several GPUs
 or processes under `torchrun` (DistributedDataParallel; NCCL on CUDA, gloo on CPU). Writes
@@ -31,6 +32,7 @@ from pose6d_ros.nets.detector import (
     run_detector,
     save_detector,
 )
+from pose6d_ros.nets.pretrained import default_pretrained_path
 from pose6d_ros.train.common import RunConfig, TrainLoop
 from pose6d_ros.train.logs import plot_curves
 
@@ -51,7 +53,10 @@ class DetectorTrainConfig(RunConfig):
     optimizer: str = "adamw"
     lr: float = 3e-4
     clip_grad: float = 10.0  # max gradient norm
-    backbone: str = "mobilenet_v3_fpn"
+    backbone: str = "mobilenet_v2_fpn"
+    # MobileNetV2's first `frozen_blocks` feature blocks keep their ImageNet weights (4: the
+    # stem and the stride-2/4 stages, generic edges and colours that renders teach badly).
+    frozen_blocks: int = 4
     box_head_width: int = 256  # box-head FC width (torchvision's 1024 adds 10 M parameters)
     # Test-time size: images are resized so the short side is min_size and the long side
     # at most max_size (LM-O's 640x480 photographs: unchanged).
@@ -68,12 +73,16 @@ class DetectorTrainConfig(RunConfig):
     # RoIs sampled per image for the box and mask heads (torchvision: 512, a quarter of them
     # positive); the mask head on the positives is most of a step's compute.
     rois_per_image: int = 512
-    init_backbone: str | None = None  # local torchvision ResNet-50 / MobileNetV3 state dict
+    # Backbone initialisation: MobileNetV2 from the converted ImageNet file (default: the one
+    # set-up writes); ResNet-50 / MobileNetV3 from a local torchvision state dict, else random.
+    init_backbone: str | None = None
     val_images: int = 64  # validation images, spread over the validation split
 
     def __post_init__(self) -> None:
         if self.optimizer not in OPTIMIZERS:
             raise ValueError(f"optimizer: expected one of {OPTIMIZERS}, got {self.optimizer!r}")
+        if self.frozen_blocks < 0 or self.frozen_blocks > 19:
+            raise ValueError(f"frozen_blocks: expected 0..19, got {self.frozen_blocks}")
 
 
 
@@ -119,8 +128,13 @@ class DetectorTrainer(TrainLoop):
                                          box_head_width=cfg.box_head_width,
                                          min_stride=cfg.min_stride, fpn_width=cfg.fpn_width,
                                          mask_head_width=cfg.mask_head_width)
-        self.net = build_detector(self.net_config, init_backbone=cfg.init_backbone
-                                  ).to(self.device)
+        init = cfg.init_backbone
+        if init is None and cfg.backbone == "mobilenet_v2_fpn":
+            init = str(default_pretrained_path())
+        self.net = build_detector(self.net_config, init_backbone=init).to(self.device)
+        if cfg.backbone == "mobilenet_v2_fpn":
+            for block in list(self.net.backbone.body.children())[:cfg.frozen_blocks]:
+                block.requires_grad_(False)
         if cfg.crop_size:  # the crops are already at test-time scale: no resizing
             self.net.transform.min_size = (cfg.crop_size,)
             self.net.transform.max_size = cfg.crop_size
