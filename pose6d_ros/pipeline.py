@@ -1,12 +1,14 @@
 """The single-image estimator: RGB image + intrinsics in, object poses out.
 
-`Estimator.estimate(rgb, K)` runs detection, crops, CoordNet, correspondences, PnP and
-symmetry canonicalisation, batched over every instance on one device. The node, the
-`pose6d predict` command and the demo all call it.
+`Estimator.estimate(rgb, K)` runs detection, then the coarse poses of every instance,
+batched on one device: CoordNet, correspondences and PnP, template retrieval, or both with
+the better of each instance's hypotheses kept; then symmetry canonicalisation. The node,
+the `pose6d predict` command and the demo all call it.
 """
 
 from __future__ import annotations
 
+import sys
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
@@ -16,11 +18,19 @@ from torch import Tensor
 
 from pose6d_ros.core.camera import check_intrinsics
 from pose6d_ros.core.objects import load_objects
+from pose6d_ros.core.symmetry import SymmetryPools
 from pose6d_ros.core.timing import StageTimer
-from pose6d_ros.nets.coord_poses import CoordPoseEstimator
+from pose6d_ros.nets.coord_poses import (
+    DEFAULT_ENLARGE,
+    CoordPoseEstimator,
+    crop_each,
+    square_boxes,
+)
 from pose6d_ros.nets.coordnet import WeightsError, load_coordnet
 from pose6d_ros.nets.precision import network_dtype
 from pose6d_ros.pnp import PnPStatus
+from pose6d_ros.refine.silhouette import MASK_THRESHOLD, SilhouetteScorer
+from pose6d_ros.templates.bank import BankConfig
 
 if TYPE_CHECKING:
     from pose6d_ros.nets.detector import Detections
@@ -32,8 +42,15 @@ class EstimatorConfig:
 
     objects: str  # objects YAML
     detector_weights: str | None  # Mask R-CNN weights (.pt); None: boxes must be given
-    coordnet_weights: str  # CoordNet weights (.pt)
+    coordnet_weights: str | None  # CoordNet weights (.pt); None with coarse "templates"
     device: str = "auto"  # auto (CUDA when present), cpu, cuda, cuda:N
+    # Where coarse poses come from: "coordnet" (CoordNet + PnP), "templates" (retrieval from
+    # each object's template bank, no training needed) or "both" (each instance keeps the
+    # hypothesis that agrees best with its mask; see pose6d_ros/refine/silhouette.py).
+    coarse: str = "both"
+    templates_cache: str | None = None  # template bank folder (default: ~/.cache/pose6d_ros)
+    template_top_k: int = 5  # template hypotheses per instance
+    templates: BankConfig = field(default_factory=BankConfig)  # how banks are built
     detection_score: float = 0.5  # minimum detector score
     min_inliers: int = 12  # fewer PnP inliers: the instance is dropped
     # A pose that cannot be the boxed object is dropped, not published: its projected
@@ -51,6 +68,17 @@ class EstimatorConfig:
     # per stage; off, only the total is the frame's).
     sync_timings: bool = False
 
+    def __post_init__(self) -> None:
+        if self.coarse not in COARSE_SOURCES:
+            raise ValueError(f"coarse: expected one of {COARSE_SOURCES}, got {self.coarse!r}")
+        if self.coordnet_weights is None and self.coarse != "templates":
+            raise ValueError(f"coarse {self.coarse!r} needs CoordNet weights "
+                             "(coarse 'templates' does not)")
+
+
+COARSE_SOURCES = ("coordnet", "templates", "both")
+DEFAULT_MASK_CROP = 64  # pixels of a detector mask's crop, for silhouette checks
+
 
 @dataclass
 class ObjectPose:
@@ -60,10 +88,13 @@ class ObjectPose:
     label: int  # index of the object in the objects YAML
     object_id: int  # the object's id (BOP obj_id)
     instance: int  # index among this image's instances of the same object, by score
-    score: float  # in [0, 1]: detection score x PnP inlier ratio
+    # In [0, 1]: the detection score times the pose's quality: the silhouette IoU with the
+    # instance mask when hypotheses were compared, else the PnP inlier ratio (CoordNet) or
+    # the template similarity (templates).
+    score: float
     R: np.ndarray  # (3, 3) float64
     t: np.ndarray  # (3,) float64, metres
-    inliers: int  # PnP inliers
+    inliers: int  # PnP inliers (0 for a template pose)
     box: tuple[float, float, float, float]  # detected visible box x, y, w, h (pixels)
     timings: dict[str, float] = field(default_factory=dict)  # ms per stage, this image
 
@@ -133,8 +164,33 @@ class Estimator:
                                    f"{dcfg.num_classes} objects, {config.objects} has "
                                    f"{len(self.objects)}")
             self.detector = Detector(model, device=self.device, dtype=dtype)
-        self.coords = CoordPoseEstimator(load_coordnet(config.coordnet_weights, self.device),
-                                         self.objects, device=self.device, dtype=dtype)
+        self.coords = None
+        if config.coarse != "templates":
+            net = load_coordnet(config.coordnet_weights, self.device)
+            headless = [o.name for o in self.objects][net.config.num_objects:]
+            if headless and config.coarse == "coordnet":
+                raise WeightsError(f"{config.coordnet_weights}: no CoordNet head for "
+                                   f"{', '.join(headless)} (coarse 'both' or 'templates' "
+                                   "give them template poses)")
+            if headless:
+                _log(f"coarse: no CoordNet head for {', '.join(headless)}: template poses")
+            self.coords = CoordPoseEstimator(net, self.objects, device=self.device,
+                                             dtype=dtype)
+        self.templates = None
+        if config.coarse != "coordnet":
+            from pose6d_ros.templates.bank import load_or_build_banks
+            from pose6d_ros.templates.retrieval import TemplateMatcher
+
+            bank_cfg = config.templates
+            banks = load_or_build_banks(self.objects, bank_cfg,
+                                        cache_dir=config.templates_cache, device=self.device,
+                                        log=_log)
+            self.templates = TemplateMatcher(banks, bank_cfg, device=self.device,
+                                             top_k=config.template_top_k)
+        self.silhouettes = SilhouetteScorer(self.objects, device=self.device)
+        self.pools = SymmetryPools(self.objects, device=self.device)
+        center, _ = self.objects.coordinate_normalisation()
+        self.centers = torch.from_numpy(center).double().to(self.device)
         self.diameters = torch.tensor([o.diameter for o in self.objects], dtype=torch.float64,
                                       device=self.device)
         # Per-stage ms of the latest `estimate` call, also when it found nothing.
@@ -175,14 +231,15 @@ class Estimator:
             self.last_timings = dict(timer.ms, total=timer.total_ms())
             return []
         K_dev = K_t.to(self.device)
-        poses = self.coords(image, K_dev, labels, xywh, timer=timer)
-        ok = ((poses.status == int(PnPStatus.OK)) & (poses.inliers >= cfg.min_inliers)
-              & torch.isfinite(poses.R).flatten(1).all(1) & torch.isfinite(poses.t).all(1))
-        ok &= consistent_with_boxes(poses.R, poses.t, K_dev, xywh,
-                                    self.coords.center[labels], self.diameters[labels],
-                                    max_size_mismatch=cfg.max_size_mismatch,
-                                    max_centre_offset=cfg.max_centre_offset)
-        score = scores.double() * poses.score
+        masks = None
+        if self.last_detections is not None:
+            masks = self.last_detections.masks
+        poses = self._coarse(image, K_dev, labels, xywh, masks, timer)
+        ok = poses.ok & consistent_with_boxes(poses.R, poses.t, K_dev, xywh,
+                                              self.centers[labels], self.diameters[labels],
+                                              max_size_mismatch=cfg.max_size_mismatch,
+                                              max_centre_offset=cfg.max_centre_offset)
+        score = scores.double() * poses.quality
         # One transfer of everything the caller sees.
         host = torch.cat([labels[:, None].double(), score[:, None], poses.inliers[:, None],
                           ok[:, None], xywh.double(), poses.t, poses.R.flatten(1)], 1).cpu()
@@ -201,3 +258,74 @@ class Estimator:
                 t=row[8:11].copy(), inliers=int(row[2]), box=tuple(float(v) for v in row[4:8]),
                 timings=timings))
         return out
+
+    def _coarse(self, image: Tensor, K: Tensor, labels: Tensor, xywh: Tensor,
+                masks: Tensor | None, timer: StageTimer) -> CoarsePoses:
+        """Each instance's pose from CoordNet, the templates, or the better of both.
+
+        Hypotheses: CoordNet's PnP pose (when it passes the inlier checks) and the
+        templates' top k. With more than one and a mask to compare with (the detector's,
+        else CoordNet's), the one whose silhouette has the highest IoU with the mask wins.
+        """
+        cfg = self.config
+        n = len(labels)
+        dev = self.device
+        Rs, ts, valid, quality = [], [], [], []
+        crop_boxes = square_boxes(xywh.float(), DEFAULT_ENLARGE)
+        mask_crops = None
+        inliers = torch.zeros(n, dtype=torch.float64, device=dev)
+        if self.coords is not None:
+            poses = self.coords(image, K, labels, xywh, timer=timer)
+            ok = ((poses.status == int(PnPStatus.OK)) & (poses.inliers >= cfg.min_inliers)
+                  & torch.isfinite(poses.R).flatten(1).all(1) & torch.isfinite(poses.t).all(1))
+            Rs.append(poses.R[:, None])
+            ts.append(poses.t[:, None])
+            valid.append(ok[:, None])
+            quality.append(poses.score[:, None].double())
+            inliers = poses.inliers.double()
+            crop_boxes, mask_crops = poses.crop_boxes, poses.mask
+        if self.templates is not None:
+            hyp = self.templates(image, K, labels, xywh)
+            R_t, t_t = hyp.R, hyp.t
+            k = R_t.shape[1]
+            flat = labels[:, None].expand(-1, k).reshape(-1)
+            R_c, t_c = self.pools.canonicalise(flat, R_t.reshape(-1, 3, 3), t_t.reshape(-1, 3))
+            Rs.append(R_c.view(n, k, 3, 3))
+            ts.append(t_c.view(n, k, 3))
+            valid.append(torch.ones(n, k, dtype=torch.bool, device=dev))
+            quality.append(hyp.score.double().clamp(0.0, 1.0))
+            timer.mark("templates")
+        R, t = torch.cat(Rs, 1), torch.cat(ts, 1)  # (B, H, 3, 3), (B, H, 3)
+        ok, q = torch.cat(valid, 1), torch.cat(quality, 1)
+        if masks is not None:  # the detector's, over the whole image
+            mask_crops = crop_each(masks[:, None].float(), crop_boxes.float(),
+                                   DEFAULT_MASK_CROP)[:, 0]
+        if R.shape[1] > 1 and mask_crops is not None:
+            iou = self.silhouettes.iou(labels, R, t, K, crop_boxes, mask_crops).double()
+            # An empty mask (e.g. an object without a CoordNet head) says nothing: such an
+            # instance keeps its hypotheses' own scores.
+            has_mask = (mask_crops.flatten(1) > MASK_THRESHOLD).any(1)[:, None]
+            q = torch.where(ok, torch.where(has_mask, iou, q), torch.full_like(iou, -1.0))
+            timer.mark("verify")
+        best = q.argmax(1)
+        b = torch.arange(n, device=dev)
+        is_pnp = best == 0 if self.coords is not None else torch.zeros_like(ok[:, 0])
+        return CoarsePoses(R=R[b, best], t=t[b, best], quality=q[b, best].clamp(0.0, 1.0),
+                           inliers=torch.where(is_pnp, inliers, torch.zeros_like(inliers)),
+                           ok=ok[b, best] & torch.isfinite(R[b, best]).flatten(1).all(1)
+                           & torch.isfinite(t[b, best]).all(1))
+
+
+@dataclass
+class CoarsePoses:
+    """The pose kept for each of B instances."""
+
+    R: Tensor  # (B, 3, 3) float64
+    t: Tensor  # (B, 3) float64
+    quality: Tensor  # (B,) in [0, 1]
+    inliers: Tensor  # (B,) PnP inliers, 0 for a template pose
+    ok: Tensor  # (B,) bool: a usable pose
+
+
+def _log(message: str) -> None:
+    print(message, file=sys.stderr)

@@ -20,6 +20,19 @@ def torchrun_cli(*args: str) -> subprocess.CompletedProcess:
     cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node",
            "2", "-m", "pose6d_ros.cli", *args]
     return subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=300)
+@pytest.fixture(scope="session", autouse=True)
+def template_cache(tmp_path_factory):
+    """Template banks of this test session, built once and shared, never the user's cache."""
+    path = tmp_path_factory.mktemp("cache")
+    old = os.environ.get("POSE6D_CACHE")
+    os.environ["POSE6D_CACHE"] = str(path)
+    yield path / "templates"
+    if old is None:
+        os.environ.pop("POSE6D_CACHE", None)
+    else:
+        os.environ["POSE6D_CACHE"] = old
+
+
 DEVICES = ["cpu"] + (["cuda"] if torch.cuda.is_available() else [])
 
 

@@ -45,6 +45,14 @@ def crop_instances(image: Tensor, boxes: Tensor, size: int) -> Tensor:
                      sampling_ratio=2, aligned=True)
 
 
+def crop_each(images: Tensor, boxes: Tensor, size: int) -> Tensor:
+    """Crops `(B, C, size, size)`: box `b` of `boxes (B, 4)` (x0, y0, x1, y1) cut from
+    `images[b]` `(B, C, H, W)` (e.g. each instance's mask from its own mask image)."""
+    index = torch.arange(len(boxes), device=boxes.device, dtype=boxes.dtype)[:, None]
+    return roi_align(images, torch.cat([index, boxes], 1), output_size=(size, size),
+                     spatial_scale=1.0, sampling_ratio=2, aligned=True)
+
+
 @dataclass
 class CropPoses:
     """Poses of B instances."""
@@ -56,18 +64,24 @@ class CropPoses:
     points: Tensor  # (B,) correspondences given to PnP
     score: Tensor  # (B,) inlier ratio, in [0, 1]; 0 when failed
     crop_boxes: Tensor  # (B, 4) x0, y0, x1, y1
+    mask: Tensor  # (B, S, S) CoordNet's visible-mask probability over each crop
 
 
 class CoordPoseEstimator:
     """CoordNet + correspondence selection + PnP (+ symmetry canonicalisation); the network
-    runs under autocast with `dtype` when given."""
+    runs under autocast with `dtype` when given.
+
+    The network's heads are those of the first `num_objects` objects of the registry; an
+    object added after it was trained has no head, and its instances come back without a
+    pose (status TOO_FEW_POINTS, an empty mask) for other sources to fill.
+    """
 
     def __init__(self, net: CoordNet, objects: ObjectRegistry, *,
                  device: str | torch.device = "cpu",
                  correspondences: CorrespondenceOptions = DEFAULT_CORRESPONDENCES,
                  pnp: PnPOptions = DEFAULT_OPTIONS, enlarge: float = DEFAULT_ENLARGE,
                  dtype: torch.dtype | None = None) -> None:
-        if net.config.num_objects != len(objects):
+        if net.config.num_objects > len(objects):
             raise ValueError(f"weights are for {net.config.num_objects} objects, the objects "
                              f"YAML has {len(objects)}")
         self.device = torch.device(device)
@@ -100,19 +114,23 @@ class CoordPoseEstimator:
         crops = crop_instances(image, boxes, self.net.config.input_size)
         crops = crops.contiguous(memory_format=self.memory_format)
         mark("crops")
+        heads = self.net.config.num_objects
+        has_head = labels < heads
         with autocast(dev, self.dtype):
-            out = self.net(crops, labels)
+            out = self.net(crops, labels.clamp(max=heads - 1))
         mark("coordnet")
         corr = select_correspondences(out.xyz.float(), out.error.float(),
                                       out.mask_logit.float(), self.center[labels],
                                       self.scale[labels], boxes, self.corr_options)
-        res = solve_pnp(corr.x2d.double(), corr.x3d.double(), K, mask=corr.mask,
-                        options=self.pnp_options)
+        res = solve_pnp(corr.x2d.double(), corr.x3d.double(), K,
+                        mask=corr.mask & has_head[:, None], options=self.pnp_options)
         R, t = self.pools.canonicalise(labels, res.R, res.t)
         inliers = res.inliers.sum(1)
-        points = corr.mask.sum(1)
+        points = (corr.mask & has_head[:, None]).sum(1)
         score = inliers / points.clamp_min(1) * res.success
         mark("pnp")
         return CropPoses(R=R, t=t, status=res.status, inliers=inliers, points=points,
-                         score=score, crop_boxes=boxes)
+                         score=score, crop_boxes=boxes,
+                         mask=torch.sigmoid(out.mask_logit.float())[:, 0]
+                         * has_head[:, None, None])
 

@@ -270,7 +270,8 @@ def run(args: Any) -> int:
             raise BagError("give the input bag (or --make-sample)")
         settings = load_params_yaml(args.params or share_dir() / "config" / "pose.yaml")
         flags = {k: getattr(args, k) for k in ("objects", "detector_weights",
-                                                "coordnet_weights", "device")}
+                                                "coordnet_weights", "coarse",
+                                                "templates_cache", "device")}
         settings = settings_from_dict({k: str(v) for k, v in flags.items() if v is not None},
                                       base=settings)
         estimator, error = load_estimator(settings)

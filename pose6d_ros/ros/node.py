@@ -117,6 +117,8 @@ class PoseNode(Node):
         for spec in param_specs():
             descriptor = ParameterDescriptor(description=spec.description,
                                              read_only=spec.read_only)
+            if spec.choices is not None:
+                descriptor.additional_constraints = f"one of {', '.join(spec.choices)}"
             if spec.type is float:
                 # rclpy refuses an integer for a double parameter (`marker_lifetime: 2` in
                 # a parameters file kills the node at start-up, `ros2 param set ... 1` is

@@ -15,14 +15,16 @@ from typing import Any
 import yaml
 
 from pose6d_ros.core.paths import share_dir
-from pose6d_ros.pipeline import EstimatorConfig
+from pose6d_ros.pipeline import COARSE_SOURCES, EstimatorConfig
 
 
 def _p(default: Any, description: str, *, range: tuple[float, float] | None = None,
-       read_only: bool = False, reload: bool = False) -> Any:
+       choices: tuple[str, ...] | None = None, read_only: bool = False,
+       reload: bool = False) -> Any:
     """A settings field: `reload` marks settings that rebuild the estimator when changed."""
     return field(default=default, metadata={"description": description, "range": range,
-                                            "read_only": read_only, "reload": reload})
+                                            "choices": choices, "read_only": read_only,
+                                            "reload": reload})
 
 
 @dataclass
@@ -34,7 +36,16 @@ class PoseSettings:
     detector_weights: str = _p("models/detector.pt", "Mask R-CNN weights (.pt); relative to "
                                "the share folder.", reload=True)
     coordnet_weights: str = _p("models/coordnet.pt", "CoordNet weights (.pt); relative to "
-                               "the share folder.", reload=True)
+                               "the share folder; unused with coarse 'templates'.",
+                               reload=True)
+    coarse: str = _p("both", "Coarse poses from 'coordnet' (CoordNet + PnP), 'templates' "
+                     "(template retrieval, no training needed) or 'both' (each instance keeps "
+                     "the hypothesis whose silhouette best fits its mask).",
+                     choices=COARSE_SOURCES, reload=True)
+    templates_cache: str = _p("", "Template bank folder; empty: $POSE6D_CACHE/templates or "
+                              "~/.cache/pose6d_ros/templates. Banks missing there are built "
+                              "at start-up (pose6d templates build does it beforehand).",
+                              reload=True)
     device: str = _p("auto", "auto (CUDA when available, else CPU), cpu, cuda or cuda:N.",
                      reload=True)
     precision: str = _p("auto", "Network arithmetic: auto (bf16 on CUDA, fp32 on the CPU), "
@@ -87,12 +98,14 @@ class ParamSpec:
     range: tuple[float, float] | None
     read_only: bool
     reload: bool
+    choices: tuple[str, ...] | None = None
 
 
 def param_specs() -> list[ParamSpec]:
     """The parameters in declaration order."""
     return [ParamSpec(f.name, f.default, type(f.default), f.metadata["description"],
-                      f.metadata["range"], f.metadata["read_only"], f.metadata["reload"])
+                      f.metadata["range"], f.metadata["read_only"], f.metadata["reload"],
+                      f.metadata["choices"])
             for f in dataclasses.fields(PoseSettings)]
 
 
@@ -110,6 +123,9 @@ def check_value(spec: ParamSpec, value: Any) -> Any:
     if spec.range is not None and not spec.range[0] <= value <= spec.range[1]:
         raise ValueError(f"parameter {spec.name!r}: {value!r} is outside "
                          f"[{spec.range[0]}, {spec.range[1]}]")
+    if spec.choices is not None and value not in spec.choices:
+        raise ValueError(f"parameter {spec.name!r}: expected one of {list(spec.choices)}, "
+                         f"got {value!r}")
     return spec.type(value)
 
 
@@ -154,7 +170,11 @@ def estimator_config(settings: PoseSettings) -> EstimatorConfig:
     """The EstimatorConfig the settings describe (paths resolved)."""
     return EstimatorConfig(objects=str(resolve_path(settings.objects)),
                            detector_weights=str(resolve_path(settings.detector_weights)),
-                           coordnet_weights=str(resolve_path(settings.coordnet_weights)),
+                           coordnet_weights=(None if settings.coarse == "templates" else
+                                             str(resolve_path(settings.coordnet_weights))),
+                           coarse=settings.coarse,
+                           templates_cache=(str(resolve_path(settings.templates_cache))
+                                            if settings.templates_cache else None),
                            device=settings.device, precision=settings.precision,
                            detection_score=settings.detection_score,
                            min_inliers=settings.min_inliers,

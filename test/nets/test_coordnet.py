@@ -55,8 +55,8 @@ def test_checkpoint_round_trip_and_bad_files(tmp_path, objects):
     torch.save({"config": {"num_objects": 2, "encoder": "small"}, "model": {}}, bad)
     with pytest.raises(WeightsError, match="do not fit"):
         load_coordnet(bad)
-    wrong = CoordNet(CoordNetConfig(num_objects=2, encoder="small"))
-    with pytest.raises(ValueError, match="2 objects"):
+    wrong = CoordNet(CoordNetConfig(num_objects=len(objects) + 1, encoder="small"))
+    with pytest.raises(ValueError, match=f"{len(objects) + 1} objects"):
         CoordPoseEstimator(wrong, objects)
 
 

@@ -1,0 +1,1 @@
+"""Choosing among and verifying pose hypotheses against the image."""

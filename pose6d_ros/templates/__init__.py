@@ -1,0 +1,1 @@
+"""Training-free coarse poses: per-object template banks of pretrained features, retrieval."""
