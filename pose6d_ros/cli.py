@@ -134,7 +134,8 @@ def _cmd_bench_pipeline(args: argparse.Namespace) -> int:
     est = Estimator(EstimatorConfig(objects=str(default_objects_yaml()),
                                     detector_weights=weights["detector"],
                                     coordnet_weights=weights["coordnet"], device=device,
-                                    precision=args.precision, sync_timings=True))
+                                    coarse=args.coarse, precision=args.precision,
+                                    sync_timings=True))
 
     def show(row: dict) -> None:
         if args.json:
@@ -265,6 +266,7 @@ def _estimator(args: argparse.Namespace, *, detector: bool = True):
         coordnet_weights=str(coordnet) if coordnet is not None else None,
         coarse=args.coarse,
         templates_cache=str(args.templates_cache) if args.templates_cache else None,
+        templates=_bank_config(args),
         device=args.device, detection_score=args.score, min_inliers=args.min_inliers,
         max_size_mismatch=args.max_size_mismatch, max_centre_offset=args.max_centre_offset,
         precision=args.precision)
@@ -307,6 +309,7 @@ def _add_estimator_flags(p: argparse.ArgumentParser) -> None:
                    "silhouette (default both)")
     p.add_argument("--templates-cache", type=Path, help="template bank folder (default: "
                    "$POSE6D_CACHE/templates or ~/.cache/pose6d_ros/templates)")
+    _add_template_density_flags(p)
     p.add_argument("--device", default="auto", help="auto (default: CUDA when present), cpu, "
                    "cuda, cuda:N")
     p.add_argument("--score", type=float, default=0.5, help="minimum detector score")
@@ -318,6 +321,21 @@ def _add_estimator_flags(p: argparse.ArgumentParser) -> None:
                    "projected centre is more than this many box sides from the box centre "
                    "(0: no check)")
     _add_precision_flag(p)
+
+
+def _add_template_density_flags(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--view-spacing", type=float, default=15.0,
+                   help="template banks: degrees between views on the sphere (default 15)")
+    p.add_argument("--inplane-step", type=float, default=30.0,
+                   help="template banks: degrees between in-plane turns (default 30)")
+
+
+def _bank_config(args: argparse.Namespace):
+    from pose6d_ros.templates.bank import BankConfig
+
+    if not 1.0 <= args.view_spacing <= 90.0 or not 1.0 <= args.inplane_step <= 180.0:
+        raise UsageError("--view-spacing must be in [1, 90] and --inplane-step in [1, 180]")
+    return BankConfig(view_spacing_deg=args.view_spacing, inplane_step_deg=args.inplane_step)
 
 
 def _add_precision_flag(p: argparse.ArgumentParser) -> None:
@@ -466,7 +484,6 @@ def _cmd_templates_build(args: argparse.Namespace) -> int:
     from pose6d_ros.core.paths import default_objects_yaml
     from pose6d_ros.pipeline import resolve_device
     from pose6d_ros.templates.bank import (
-        BankConfig,
         bank_path,
         default_cache_dir,
         load_or_build_banks,
@@ -474,7 +491,7 @@ def _cmd_templates_build(args: argparse.Namespace) -> int:
 
     objects_yaml = args.objects or default_objects_yaml()
     objects = load_objects(objects_yaml)
-    cfg = BankConfig(view_spacing_deg=args.view_spacing, inplane_step_deg=args.inplane_step)
+    cfg = _bank_config(args)
     cache = args.out or default_cache_dir()
     device = resolve_device(args.device)
     start = time.perf_counter()
@@ -527,6 +544,9 @@ def build_parser() -> argparse.ArgumentParser:
     bl.add_argument("--device", choices=["cpu", "cuda"], help="default: cuda when present")
     bl.add_argument("--detector", type=Path, help="detector weights (default: shipped)")
     bl.add_argument("--coordnet", type=Path, help="CoordNet weights (default: shipped)")
+    bl.add_argument("--coarse", choices=["coordnet", "both"], default="both",
+                    help="the estimator's coarse poses: CoordNet alone, or with template "
+                    "retrieval and the silhouette choice (default both)")
     bl.add_argument("--json", action="store_true", help="one JSON line per configuration")
     bl.add_argument("--plot", type=Path, help="PNG of the stage breakdown")
     bl.set_defaults(func=_cmd_bench_pipeline)
@@ -604,6 +624,9 @@ def build_parser() -> argparse.ArgumentParser:
     td.add_argument("--init-backbone", type=Path,
                     help="backbone weights: the converted ImageNet MobileNetV2 (default: "
                     "models/pretrained/), or local torchvision ResNet-50 / MobileNetV3-Large")
+    td.add_argument("--init-weights", type=Path,
+                    help="fine-tune a whole detector checkpoint (e.g. models/detector.pt); its "
+                    "architecture replaces the flags above")
     td.set_defaults(func=_cmd_train_detector)
 
     ev = sub.add_parser("eval", help="pose accuracy on a BOP dataset (ADD(-S), AR)")
@@ -698,10 +721,7 @@ def build_parser() -> argparse.ArgumentParser:
     tb.add_argument("--objects", type=Path, help="objects YAML (default: bundled LM-O)")
     tb.add_argument("--out", type=Path, help="cache folder (default: $POSE6D_CACHE/templates "
                     "or ~/.cache/pose6d_ros/templates)")
-    tb.add_argument("--view-spacing", type=float, default=15.0,
-                    help="degrees between views on the sphere (default 15)")
-    tb.add_argument("--inplane-step", type=float, default=30.0,
-                    help="degrees between in-plane turns (default 30)")
+    _add_template_density_flags(tb)
     tb.add_argument("--device", default="auto", help="auto, cpu, cuda, cuda:N")
     tb.add_argument("--rebuild", action="store_true", help="build even when cached")
     tb.set_defaults(func=_cmd_templates_build)

@@ -41,7 +41,9 @@ from pose6d_ros.pipeline import Boxes, Estimator
 from pose6d_ros.pnp import PnPOptions
 from pose6d_ros.pnp.init import METHODS
 
-STAGES = ("upload", "detect", "crops", "coordnet", "pnp", "download")
+# "templates" and "verify" (template retrieval, silhouette choice) are the optimised path's
+# alone: the baseline is the per-object CoordNet + PnP chain.
+STAGES = ("upload", "detect", "crops", "coordnet", "pnp", "templates", "verify", "download")
 MIN_VISIB_FRACT = 0.1  # instances less visible than this are not used as benchmark boxes
 
 
@@ -350,7 +352,7 @@ def table(rows: list[dict[str, Any]]) -> list[str]:
 
 
 def _ratio(base: float, ours: float) -> str:
-    return f"x{base / ours:.1f}" if ours > 1e-3 else "-"
+    return f"x{base / ours:.1f}" if ours > 1e-3 and base > 1e-3 else "-"
 
 
 def plot(rows: list[dict[str, Any]], path: str | Path) -> None:

@@ -84,8 +84,9 @@ class ObjectBank:
         return {f.name: getattr(self, f.name) for f in fields(self)}
 
 
-def bank_key(obj: ObjectModel, cfg: BankConfig) -> str:
-    """sha256 of what a bank depends on: mesh bytes, units, symmetries, settings."""
+def asset_key(obj: ObjectModel, settings: dict[str, Any]) -> str:
+    """sha256 of what a per-object asset depends on: mesh bytes, units, symmetries and the
+    asset's `settings` (plain values)."""
     h = hashlib.sha256()
     try:
         h.update(Path(obj.mesh_path).read_bytes())
@@ -97,8 +98,13 @@ def bank_key(obj: ObjectModel, cfg: BankConfig) -> str:
         h.update(np.asarray(S, np.float64).round(9).tobytes())
     for c in obj.symmetries_continuous:
         h.update(np.concatenate([c.axis, c.offset]).astype(np.float64).round(9).tobytes())
-    h.update(json.dumps({**cfg.to_dict(), "format": FORMAT_VERSION}, sort_keys=True).encode())
+    h.update(json.dumps(settings, sort_keys=True).encode())
     return h.hexdigest()
+
+
+def bank_key(obj: ObjectModel, cfg: BankConfig) -> str:
+    """The cache key of `obj`'s template bank under `cfg`."""
+    return asset_key(obj, {**cfg.to_dict(), "format": FORMAT_VERSION})
 
 
 def default_cache_dir() -> Path:

@@ -28,6 +28,7 @@ from pose6d_ros.eval.detection import ImageDetections, detection_metrics
 from pose6d_ros.nets.detector import (
     DetectorConfig,
     build_detector,
+    load_detector,
     load_detector_checkpoint,
     run_detector,
     save_detector,
@@ -76,6 +77,9 @@ class DetectorTrainConfig(RunConfig):
     # Backbone initialisation: MobileNetV2 from the converted ImageNet file (default: the one
     # set-up writes); ResNet-50 / MobileNetV3 from a local torchvision state dict, else random.
     init_backbone: str | None = None
+    # Whole-detector initialisation (fine-tuning): a detector checkpoint, e.g. the shipped
+    # models/detector.pt; its architecture settings replace this config's.
+    init_weights: str | None = None
     val_images: int = 64  # validation images, spread over the validation split
 
     def __post_init__(self) -> None:
@@ -123,16 +127,23 @@ class DetectorTrainer(TrainLoop):
         if len(self.dataset) < cfg.batch_size * self.world:
             raise ValueError(f"{cfg.data}: {len(self.dataset)} training images, fewer than one "
                              f"batch ({cfg.batch_size} x {self.world} processes)")
-        self.net_config = DetectorConfig(num_classes=len(self.objects), backbone=cfg.backbone,
-                                         min_size=cfg.min_size, max_size=cfg.max_size,
-                                         box_head_width=cfg.box_head_width,
-                                         min_stride=cfg.min_stride, fpn_width=cfg.fpn_width,
-                                         mask_head_width=cfg.mask_head_width)
-        init = cfg.init_backbone
-        if init is None and cfg.backbone == "mobilenet_v2_fpn":
-            init = str(default_pretrained_path())
-        self.net = build_detector(self.net_config, init_backbone=init).to(self.device)
-        if cfg.backbone == "mobilenet_v2_fpn":
+        if cfg.init_weights:
+            self.net, self.net_config = load_detector(cfg.init_weights)
+            if self.net_config.num_classes != len(self.objects):
+                raise ValueError(f"{cfg.init_weights}: {self.net_config.num_classes} classes, "
+                                 f"{cfg.objects} has {len(self.objects)} objects")
+            self.net = self.net.to(self.device).train()
+        else:
+            self.net_config = DetectorConfig(
+                num_classes=len(self.objects), backbone=cfg.backbone, min_size=cfg.min_size,
+                max_size=cfg.max_size, box_head_width=cfg.box_head_width,
+                min_stride=cfg.min_stride, fpn_width=cfg.fpn_width,
+                mask_head_width=cfg.mask_head_width)
+            init = cfg.init_backbone
+            if init is None and cfg.backbone == "mobilenet_v2_fpn":
+                init = str(default_pretrained_path())
+            self.net = build_detector(self.net_config, init_backbone=init).to(self.device)
+        if self.net_config.backbone == "mobilenet_v2_fpn":
             for block in list(self.net.backbone.body.children())[:cfg.frozen_blocks]:
                 block.requires_grad_(False)
         if cfg.crop_size:  # the crops are already at test-time scale: no resizing

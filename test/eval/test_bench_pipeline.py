@@ -187,6 +187,8 @@ def test_cli_bench_pipeline_json_and_plot(tiny_weights, tmp_path, capsys):
         assert r["speedup"] == r["baseline_ms_per_frame"] / r["ms_per_frame"]
         for stage in ("upload", "detect", "crops", "coordnet", "pnp", "download"):
             assert r[f"{stage}_ms"] >= 0 and r[f"baseline_{stage}_ms"] >= 0
+        # Default coarse "both": template retrieval is its own stage, the baseline has none.
+        assert r["templates_ms"] > 0 and r["baseline_templates_ms"] == 0
     assert plot.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
 
 

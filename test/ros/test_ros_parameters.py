@@ -108,3 +108,13 @@ def test_package_xml_has_the_node_dependencies():
             "rcl_interfaces", "launch", "launch_ros", "rviz2"} <= execs
     assert {"launch_testing", "launch_testing_ros"} <= {e.text
                                                         for e in root.findall("test_depend")}
+
+
+def test_coarse_parameter_reaches_the_estimator():
+    assert estimator_config(PoseSettings()).coarse == "both"
+    cfg = estimator_config(settings_from_dict({"coarse": "templates",
+                                               "templates_cache": "/tmp/banks"}))
+    assert cfg.coarse == "templates" and cfg.coordnet_weights is None
+    assert cfg.templates_cache == "/tmp/banks"
+    with pytest.raises(ValueError, match=r"'coarse': expected one of \['coordnet', "):
+        settings_from_dict({"coarse": "coord"})

@@ -26,6 +26,13 @@ K = np.array([[500.0, 0, 319.5], [0, 500.0, 239.5], [0, 0, 1]])
 def render(obj, R: np.ndarray, t: np.ndarray) -> tuple[np.ndarray, torch.Tensor]:
     """`obj` at pose R, t in a 640 x 480 image on a mid-grey background with noise, and its
     visible box `(4,)` x, y, w, h."""
+    rgb, box, _ = render_with_mask(obj, R, t)
+    return rgb, box
+
+
+def render_with_mask(obj, R: np.ndarray, t: np.ndarray
+                     ) -> tuple[np.ndarray, torch.Tensor, np.ndarray]:
+    """`render`, plus the object's mask `(480, 640)` bool."""
     from pose6d_ros.data.render import Instance, Lighting, Renderer, simplify_mesh
 
     renderer = Renderer(640, 480)
@@ -40,7 +47,7 @@ def render(obj, R: np.ndarray, t: np.ndarray) -> tuple[np.ndarray, torch.Tensor]
     ys, xs = np.nonzero(mask)
     box = torch.tensor([xs.min(), ys.min(), xs.max() + 1 - xs.min(), ys.max() + 1 - ys.min()],
                        dtype=torch.float32)
-    return rgb, box
+    return rgb, box, mask
 
 
 @pytest.fixture(scope="module")
@@ -188,3 +195,62 @@ def test_an_object_without_coordnet_gets_template_poses(tmp_path):
         Estimator(EstimatorConfig(objects=str(path), detector_weights=None,
                                   coordnet_weights=str(tmp_path / "coordnet.pt"),
                                   coarse="coordnet", device="cpu"))
+
+
+class _OneBoxDetector:
+    """Stands in for a detector that knows the new object: its box and mask, full score."""
+
+    def __init__(self, label: int, box: torch.Tensor, mask: np.ndarray) -> None:
+        self.label, self.box, self.mask = label, box, torch.from_numpy(mask).float()
+        self.score_threshold, self.max_instances = 0.5, 16
+
+    def __call__(self, image):
+        from pose6d_ros.nets.detector import Detections
+
+        x, y, w, h = self.box.tolist()
+        return Detections(labels=torch.tensor([self.label]), scores=torch.ones(1),
+                          boxes=torch.tensor([[x, y, x + w, y + h]]), masks=self.mask[None])
+
+
+def test_the_node_publishes_template_poses_of_an_object_without_coordnet(tmp_path):
+    """The node's frame callback (no rclpy) with the real estimator, coarse 'templates' and
+    no CoordNet weights: a new object's image message becomes a Detection3DArray and a TF
+    frame with its pose, after `pose6d templates build`."""
+    from pose6d_ros.ros import messages as msgs
+    from pose6d_ros.ros.frame_processor import FrameOutputs, FrameProcessor
+    from pose6d_ros.ros.parameters import settings_from_dict
+
+    mesh = tmp_path / "mug.ply"
+    shutil.copy(REPO / "models/lmo/obj_000006.ply", mesh)
+    path = tmp_path / "objects.yaml"
+    path.write_text(yaml.safe_dump({"objects": [
+        {"name": "mug", "id": 99, "mesh": str(mesh), "mesh_units": "mm",
+         "diameter": 154.546}]}))
+    cache = tmp_path / "cache"
+    assert main(["templates", "build", "--objects", str(path), "--out", str(cache),
+                 "--view-spacing", "30", "--inplane-step", "45", "--device", "cpu"]) == 0
+    mug = load_objects(path)[0]
+    t = np.array([-0.02, 0.03, 0.55])
+    R = random_rotations(1, generator=torch.Generator().manual_seed(11))[0].double().numpy()
+    rgb, box, mask = render_with_mask(mug, R, t)
+    est = Estimator(EstimatorConfig(objects=str(path), detector_weights=None,
+                                    coordnet_weights=None, coarse="templates",
+                                    templates=SMALL, templates_cache=str(cache),
+                                    device="cpu"))
+    est.detector = _OneBoxDetector(0, box, mask)
+    settings = settings_from_dict({"objects": str(path), "coarse": "templates",
+                                   "templates_cache": str(cache), "device": "cpu"})
+    types = msgs.rosbags_types(msgs.rosbags_typestore("humble"))
+    processor = FrameProcessor(types, settings, est.objects, estimator=est,
+                               image_topic="/cam/image", info_topic="/cam/camera_info")
+    hdr = types.Header(stamp=types.Time(sec=3, nanosec=0), frame_id="cam")
+    image = types.Image(header=hdr, height=480, width=640, encoding="rgb8", step=3 * 640,
+                        data=rgb.reshape(-1))
+    info = types.CameraInfo(header=hdr, height=480, width=640, k=K.reshape(-1))
+    out = processor.process(image, info)
+    assert isinstance(out, FrameOutputs) and len(out.detections.detections) == 1
+    det = out.detections.detections[0]
+    assert det.results[0].hypothesis.class_id == "mug"
+    p = det.results[0].pose.pose.position
+    assert np.linalg.norm(np.array([p.x, p.y, p.z]) - t) < 0.1 * np.linalg.norm(t)
+    assert [tf.child_frame_id for tf in out.tf.transforms] == ["mug_0"]
