@@ -29,7 +29,9 @@ from pose6d_ros.nets.coord_poses import (
 from pose6d_ros.nets.coordnet import WeightsError, load_coordnet
 from pose6d_ros.nets.precision import network_dtype
 from pose6d_ros.pnp import PnPStatus
+from pose6d_ros.refine.region import RefineConfig, RegionRefiner
 from pose6d_ros.refine.silhouette import MASK_THRESHOLD, SilhouetteScorer
+from pose6d_ros.refine.viewpoint_models import ViewpointConfig, load_or_build_viewpoint_models
 from pose6d_ros.templates.bank import BankConfig
 
 if TYPE_CHECKING:
@@ -51,6 +53,15 @@ class EstimatorConfig:
     templates_cache: str | None = None  # template bank folder (default: ~/.cache/pose6d_ros)
     template_top_k: int = 5  # template hypotheses per instance
     templates: BankConfig = field(default_factory=BankConfig)  # how banks are built
+    # Render-and-compare: every hypothesis is refined against the image (region-based,
+    # pose6d_ros/refine/region.py) and the one whose contour (and silhouette, with a mask)
+    # agrees best is kept.
+    refine: bool = True
+    refinement: RefineConfig = field(default_factory=RefineConfig)
+    viewpoints: ViewpointConfig = field(default_factory=ViewpointConfig)  # how models are built
+    # Instances whose pose quality (the verification score, see ObjectPose.score) is below
+    # this are dropped.
+    min_pose_score: float = 0.0
     detection_score: float = 0.5  # minimum detector score
     min_inliers: int = 12  # fewer PnP inliers: the instance is dropped
     # A pose that cannot be the boxed object is dropped, not published: its projected
@@ -88,9 +99,10 @@ class ObjectPose:
     label: int  # index of the object in the objects YAML
     object_id: int  # the object's id (BOP obj_id)
     instance: int  # index among this image's instances of the same object, by score
-    # In [0, 1]: the detection score times the pose's quality: the silhouette IoU with the
-    # instance mask when hypotheses were compared, else the PnP inlier ratio (CoordNet) or
-    # the template similarity (templates).
+    # In [0, 1]: the detection score times the pose's quality. With refinement (default),
+    # the share of its contour points that the image confirms, times the silhouette IoU
+    # with the instance mask where there is one; without, the IoU when hypotheses were
+    # compared, else the PnP inlier ratio (CoordNet) or the template similarity.
     score: float
     R: np.ndarray  # (3, 3) float64
     t: np.ndarray  # (3,) float64, metres
@@ -187,6 +199,11 @@ class Estimator:
                                         log=_log)
             self.templates = TemplateMatcher(banks, bank_cfg, device=self.device,
                                              top_k=config.template_top_k)
+        self.refiner = None
+        if config.refine:
+            models = load_or_build_viewpoint_models(self.objects, config.viewpoints,
+                                                    cache_dir=config.templates_cache, log=_log)
+            self.refiner = RegionRefiner(models, config.refinement, device=self.device)
         self.silhouettes = SilhouetteScorer(self.objects, device=self.device)
         self.pools = SymmetryPools(self.objects, device=self.device)
         center, _ = self.objects.coordinate_normalisation()
@@ -235,10 +252,11 @@ class Estimator:
         if self.last_detections is not None:
             masks = self.last_detections.masks
         poses = self._coarse(image, K_dev, labels, xywh, masks, timer)
-        ok = poses.ok & consistent_with_boxes(poses.R, poses.t, K_dev, xywh,
-                                              self.centers[labels], self.diameters[labels],
-                                              max_size_mismatch=cfg.max_size_mismatch,
-                                              max_centre_offset=cfg.max_centre_offset)
+        ok = poses.ok & (poses.quality >= cfg.min_pose_score)
+        ok &= consistent_with_boxes(poses.R, poses.t, K_dev, xywh, self.centers[labels],
+                                    self.diameters[labels],
+                                    max_size_mismatch=cfg.max_size_mismatch,
+                                    max_centre_offset=cfg.max_centre_offset)
         score = scores.double() * poses.quality
         # One transfer of everything the caller sees.
         host = torch.cat([labels[:, None].double(), score[:, None], poses.inliers[:, None],
@@ -297,16 +315,21 @@ class Estimator:
             timer.mark("templates")
         R, t = torch.cat(Rs, 1), torch.cat(ts, 1)  # (B, H, 3, 3), (B, H, 3)
         ok, q = torch.cat(valid, 1), torch.cat(quality, 1)
+        if self.refiner is not None:
+            R, t, q = self._refine(image, K, labels, R, t, ok, masks)
+            timer.mark("refine")
         if masks is not None:  # the detector's, over the whole image
             mask_crops = crop_each(masks[:, None].float(), crop_boxes.float(),
                                    DEFAULT_MASK_CROP)[:, 0]
-        if R.shape[1] > 1 and mask_crops is not None:
+        if mask_crops is not None and (R.shape[1] > 1 or self.refiner is not None):
             iou = self.silhouettes.iou(labels, R, t, K, crop_boxes, mask_crops).double()
             # An empty mask (e.g. an object without a CoordNet head) says nothing: such an
             # instance keeps its hypotheses' own scores.
             has_mask = (mask_crops.flatten(1) > MASK_THRESHOLD).any(1)[:, None]
-            q = torch.where(ok, torch.where(has_mask, iou, q), torch.full_like(iou, -1.0))
+            agree = iou * q if self.refiner is not None else iou
+            q = torch.where(has_mask, agree, q)
             timer.mark("verify")
+        q = torch.where(ok, q, torch.full_like(q, -1.0))
         best = q.argmax(1)
         b = torch.arange(n, device=dev)
         is_pnp = best == 0 if self.coords is not None else torch.zeros_like(ok[:, 0])
@@ -314,6 +337,24 @@ class Estimator:
                            inliers=torch.where(is_pnp, inliers, torch.zeros_like(inliers)),
                            ok=ok[b, best] & torch.isfinite(R[b, best]).flatten(1).all(1)
                            & torch.isfinite(t[b, best]).all(1))
+
+
+    def _refine(self, image: Tensor, K: Tensor, labels: Tensor, R: Tensor, t: Tensor,
+                ok: Tensor, masks: Tensor | None) -> tuple[Tensor, Tensor, Tensor]:
+        """Every hypothesis `R (B, H, 3, 3)`, `t (B, H, 3)` refined against the image,
+        canonicalised again, and its contour agreement `(B, H)`."""
+        B, H = R.shape[:2]
+        flat = labels[:, None].expand(-1, H).reshape(-1)
+        good = ok.reshape(-1)
+        # Unusable hypotheses (a failed PnP) get a harmless stand-in; they stay unusable.
+        R0 = torch.where(good[:, None, None], R.reshape(-1, 3, 3),
+                         torch.eye(3, dtype=R.dtype, device=R.device))
+        t0 = torch.where(good[:, None], t.reshape(-1, 3),
+                         torch.tensor([0.0, 0.0, 1.0], dtype=t.dtype, device=t.device))
+        owner = torch.arange(B, device=R.device)[:, None].expand(-1, H).reshape(-1)
+        out = self.refiner(image, K, flat, R0, t0, masks, owner if masks is not None else None)
+        R_c, t_c = self.pools.canonicalise(flat, out.R, out.t)
+        return R_c.view(B, H, 3, 3), t_c.view(B, H, 3), out.contour.view(B, H)
 
 
 @dataclass

@@ -41,9 +41,10 @@ from pose6d_ros.pipeline import Boxes, Estimator
 from pose6d_ros.pnp import PnPOptions
 from pose6d_ros.pnp.init import METHODS
 
-# "templates" and "verify" (template retrieval, silhouette choice) are the optimised path's
-# alone: the baseline is the per-object CoordNet + PnP chain.
-STAGES = ("upload", "detect", "crops", "coordnet", "pnp", "templates", "verify", "download")
+# "templates", "refine" and "verify" (retrieval, refinement, the choice) are the optimised
+# path's alone: the baseline is the per-object CoordNet + PnP chain.
+STAGES = ("upload", "detect", "crops", "coordnet", "pnp", "templates", "refine", "verify",
+          "download")
 MIN_VISIB_FRACT = 0.1  # instances less visible than this are not used as benchmark boxes
 
 

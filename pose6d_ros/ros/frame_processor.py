@@ -190,6 +190,7 @@ class FrameProcessor:
             rgb_in, K_in = scale_input(rgb, K, s.input_scale)
             estimator.config.detection_score = s.detection_score
             estimator.config.min_inliers = s.min_inliers
+            estimator.config.min_pose_score = s.min_pose_score
             estimator.config.max_size_mismatch = s.max_size_mismatch
             estimator.config.max_centre_offset = s.max_centre_offset
             estimator.config.max_instances = s.max_instances

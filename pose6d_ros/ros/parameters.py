@@ -46,6 +46,8 @@ class PoseSettings:
                               "~/.cache/pose6d_ros/templates. Banks missing there are built "
                               "at start-up (pose6d templates build does it beforehand).",
                               reload=True)
+    refine: bool = _p(True, "Render-and-compare: refine every hypothesis against the image "
+                      "and keep the one whose contour and silhouette agree best.", reload=True)
     device: str = _p("auto", "auto (CUDA when available, else CPU), cpu, cuda or cuda:N.",
                      reload=True)
     precision: str = _p("auto", "Network arithmetic: auto (bf16 on CUDA, fp32 on the CPU), "
@@ -61,6 +63,8 @@ class PoseSettings:
     max_centre_offset: float = _p(1.0, "A pose whose projected object centre is more than "
                                   "this many box sides from the box centre is dropped; 0: no "
                                   "check.", range=(0.0, 100.0))
+    min_pose_score: float = _p(0.0, "Instances whose pose quality (the score's verification "
+                               "part) is below this are dropped.", range=(0.0, 1.0))
     max_instances: int = _p(16, "Most instances per image, best scores first.",
                             range=(1, 256))
     input_scale: float = _p(1.0, "Resize factor applied to images before estimation "
@@ -175,6 +179,7 @@ def estimator_config(settings: PoseSettings) -> EstimatorConfig:
                            coarse=settings.coarse,
                            templates_cache=(str(resolve_path(settings.templates_cache))
                                             if settings.templates_cache else None),
+                           refine=settings.refine, min_pose_score=settings.min_pose_score,
                            device=settings.device, precision=settings.precision,
                            detection_score=settings.detection_score,
                            min_inliers=settings.min_inliers,

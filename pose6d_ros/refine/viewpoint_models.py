@@ -1,0 +1,152 @@
+"""Sparse viewpoint models: per object, contour points and normals seen from many views.
+
+For each of V directions on a sphere around the object, the mesh's silhouette is rendered
+once; `P` points spread evenly along its outer contour are lifted back onto the surface
+(model frame) with their outward contour normals. At run time nothing is rasterised: the
+view nearest the current pose's viewing direction gives points to project (as RBOT and
+SRT3D do). Models are cached beside the template banks, keyed by the mesh's bytes, units,
+symmetries and these settings.
+"""
+
+from __future__ import annotations
+
+import os
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Any
+
+import cv2
+import numpy as np
+import torch
+from torch import Tensor
+
+from pose6d_ros.core.objects import ObjectModel
+from pose6d_ros.nets.weights import WeightsError
+from pose6d_ros.templates.bank import asset_key, default_cache_dir
+from pose6d_ros.templates.viewpoints import look_at_rotations, sphere_directions
+
+KIND = "viewpoint_model"
+
+
+@dataclass(frozen=True)
+class ViewpointConfig:
+    """How viewpoint models are built; part of their cache key."""
+
+    view_spacing_deg: float = 8.0  # views about this far apart (~650 on the sphere)
+    points: int = 200  # contour points per view
+    render_size: int = 256  # pixels of the square silhouette render
+    max_faces: int = 4000  # mesh decimation for rendering
+
+    def to_dict(self) -> dict[str, Any]:
+        """Plain values (cache key, file header)."""
+        return {"kind": KIND, **asdict(self)}
+
+
+@dataclass
+class ViewpointModel:
+    """One object's views."""
+
+    name: str
+    directions: Tensor  # (V, 3) unit, model frame, from the object towards the camera
+    points: Tensor  # (V, P, 3) float32 contour points, metres, model frame
+    normals: Tensor  # (V, P, 3) float32 unit outward contour normals, model frame
+
+    def to_dict(self) -> dict[str, Any]:
+        """Tensors and the name, safe for `torch.load(weights_only=True)`."""
+        return {"name": self.name, "directions": self.directions, "points": self.points,
+                "normals": self.normals}
+
+
+def contour_samples(mask: np.ndarray, count: int) -> tuple[np.ndarray, np.ndarray]:
+    """`count` pixels `(count, 2)` x, y evenly along the largest outer contour of `mask
+    (S, S)` and their outward unit normals `(count, 2)`."""
+    contours, _ = cv2.findContours(mask.astype(np.uint8), cv2.RETR_EXTERNAL,
+                                   cv2.CHAIN_APPROX_NONE)
+    if not contours:
+        raise ValueError("a silhouette without a contour")
+    c = max(contours, key=len)[:, 0].astype(np.float64)  # (L, 2)
+    n = len(c)
+    idx = np.linspace(0, n, count, endpoint=False).astype(np.int64)
+    step = max(1, n // 100)  # tangent over a few pixels: pixel steps are too coarse
+    tangent = c[(idx + step) % n] - c[(idx - step) % n]
+    normal = np.stack([tangent[:, 1], -tangent[:, 0]], 1)
+    normal /= np.maximum(np.linalg.norm(normal, axis=1, keepdims=True), 1e-9)
+    # Outward: a few pixels along the normal should leave the silhouette more often than not.
+    probe = np.round(c[idx] + 3 * normal).astype(np.int64)
+    probe = np.clip(probe, 0, np.array(mask.shape[::-1]) - 1)
+    if mask[probe[:, 1], probe[:, 0]].mean() > 0.5:
+        normal = -normal
+    return c[idx], normal
+
+
+def build_viewpoint_model(obj: ObjectModel, cfg: ViewpointConfig) -> ViewpointModel:
+    """Render `obj`'s silhouette from every view and lift its contour (module docstring)."""
+    from pose6d_ros.data.render import Instance, Lighting, Renderer, simplify_mesh
+
+    S = cfg.render_size
+    radius = float(np.linalg.norm(np.asarray(obj.mesh.vertices), axis=1).max())
+    depth = max(0.5, 4.0 * radius)
+    f = 0.45 * S * (depth - radius) / radius
+    K = np.array([[f, 0, (S - 1) / 2], [0, f, (S - 1) / 2], [0, 0, 1.0]])
+    K_inv = np.linalg.inv(K)
+    t = np.array([0.0, 0.0, depth])
+    dirs = sphere_directions(cfg.view_spacing_deg)
+    views = look_at_rotations(dirs)
+    points = np.zeros((len(views), cfg.points, 3))
+    normals = np.zeros((len(views), cfg.points, 3))
+    renderer = Renderer(S, S)
+    try:
+        renderer.add_mesh("obj", simplify_mesh(obj.mesh, cfg.max_faces))
+        for v, R in enumerate(views):
+            out = renderer.render(K, [Instance("obj", R, t)], Lighting(), amodal=False)
+            mask = out.instance == 0
+            xy, n2 = contour_samples(mask, cfg.points)
+            px = xy.astype(np.int64)
+            z = out.depth[px[:, 1], px[:, 0]].astype(np.float64)
+            cam = z[:, None] * (np.concatenate([xy, np.ones((len(xy), 1))], 1) @ K_inv.T)
+            points[v] = (cam - t) @ R  # R^T (cam - t), row-wise
+            normals[v] = np.concatenate([n2, np.zeros((len(n2), 1))], 1) @ R
+    finally:
+        renderer.release()
+    return ViewpointModel(name=obj.name, directions=torch.from_numpy(dirs).float(),
+                          points=torch.from_numpy(points).float(),
+                          normals=torch.from_numpy(normals).float())
+
+
+def load_or_build_viewpoint_models(objects: Sequence[ObjectModel], cfg: ViewpointConfig, *,
+                                   cache_dir: str | Path | None = None, rebuild: bool = False,
+                                   log: Callable[[str], None] | None = None
+                                   ) -> list[ViewpointModel]:
+    """Every object's viewpoint model: from the cache when its key matches, else built."""
+    cache = Path(cache_dir) if cache_dir is not None else default_cache_dir()
+    models = []
+    for obj in objects:
+        key = asset_key(obj, cfg.to_dict())
+        path = cache / f"{obj.name}-views-{key[:16]}.pt"
+        if path.is_file() and not rebuild:
+            try:
+                data = torch.load(path, map_location="cpu", weights_only=True)
+                if data.get("kind") == KIND and data.get("key") == key:
+                    models.append(ViewpointModel(
+                        name=data["name"], directions=data["directions"],
+                        points=data["points"], normals=data["normals"]))
+                    continue
+            except Exception as exc:  # a damaged cache file is rebuilt, not fatal
+                if log is not None:
+                    log(f"viewpoint models: {path}: {exc}; building it again")
+        start = time.perf_counter()
+        try:
+            model = build_viewpoint_model(obj, cfg)
+        except ValueError as exc:
+            raise WeightsError(f"{obj.mesh_path}: object {obj.name!r}: {exc}") from exc
+        path.parent.mkdir(parents=True, exist_ok=True)
+        tmp = path.with_suffix(f".tmp{os.getpid()}")
+        torch.save({"kind": KIND, "key": key, **model.to_dict()}, tmp)
+        tmp.replace(path)
+        if log is not None:
+            log(f"viewpoint models: {obj.name}: {len(model.directions)} views in "
+                f"{time.perf_counter() - start:.1f} s -> {path}")
+        models.append(model)
+    return models
