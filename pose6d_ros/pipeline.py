@@ -100,9 +100,10 @@ class ObjectPose:
     object_id: int  # the object's id (BOP obj_id)
     instance: int  # index among this image's instances of the same object, by score
     # In [0, 1]: the detection score times the pose's quality. With refinement (default),
-    # the share of its contour points that the image confirms, times the silhouette IoU
-    # with the instance mask where there is one; without, the IoU when hypotheses were
-    # compared, else the PnP inlier ratio (CoordNet) or the template similarity.
+    # the share of its contour points that the image confirms times the hypothesis's own
+    # score (PnP inlier ratio or template similarity), times the silhouette IoU with the
+    # instance mask where there is one; without refinement, the IoU when hypotheses were
+    # compared, else the hypothesis's own score.
     score: float
     R: np.ndarray  # (3, 3) float64
     t: np.ndarray  # (3,) float64, metres
@@ -316,7 +317,8 @@ class Estimator:
         R, t = torch.cat(Rs, 1), torch.cat(ts, 1)  # (B, H, 3, 3), (B, H, 3)
         ok, q = torch.cat(valid, 1), torch.cat(quality, 1)
         if self.refiner is not None:
-            R, t, q = self._refine(image, K, labels, R, t, ok, masks)
+            R, t, contour = self._refine(image, K, labels, R, t, ok, masks)
+            q = contour * q  # geometry and appearance (PnP inliers, template similarity)
             timer.mark("refine")
         if masks is not None:  # the detector's, over the whole image
             mask_crops = crop_each(masks[:, None].float(), crop_boxes.float(),

@@ -120,7 +120,56 @@ class EvalReport:
             "median_re_deg": float(np.median(re[fin])) if fin.any() else float("nan"),
             "median_te_mm": float(np.median(te[fin]) * 1e3) if fin.any() else float("nan"),
             "per_object": per_object, "detection": detection, "seconds": self.seconds,
+            "calibration": (score_calibration(np.asarray(self.scores), hit,
+                                              np.asarray(self.ok, bool))
+                            if len(self.scores) == len(lab) else None),
         }
+
+
+CALIBRATION_BINS = np.linspace(0.0, 1.0, 11)
+
+
+def score_calibration(scores: np.ndarray, correct: np.ndarray, found: np.ndarray
+                      ) -> dict[str, list[float]]:
+    """How often a found pose is correct (ADD(-S) < 0.1 d) per score bin: `scores (n,)`,
+    `correct (n,)`, `found (n,)` bool. Bins with no pose read NaN."""
+    s, c = scores[found], correct[found]
+    idx = np.clip(np.digitize(s, CALIBRATION_BINS[1:-1]), 0, len(CALIBRATION_BINS) - 2)
+    count = np.bincount(idx, minlength=len(CALIBRATION_BINS) - 1)
+    hits = np.bincount(idx, weights=c.astype(float), minlength=len(CALIBRATION_BINS) - 1)
+    with np.errstate(invalid="ignore", divide="ignore"):
+        rate = np.where(count > 0, hits / np.maximum(count, 1), np.nan)
+    return {"bin_edges": CALIBRATION_BINS.tolist(), "count": count.tolist(),
+            "correct_rate": [float(r) for r in rate]}
+
+
+def plot_calibration(figures: dict[str, Any], path: str | Path) -> None:
+    """The share of correct poses against their score (bars: how many poses per bin)."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    cal = figures["calibration"]
+    if cal is None:
+        return
+    edges = np.asarray(cal["bin_edges"])
+    mid = (edges[1:] + edges[:-1]) / 2
+    fig, ax = plt.subplots(figsize=(5, 4))
+    ax.plot([0, 1], [0, 1], color="grey", lw=0.8, ls=":")
+    ax.plot(mid, cal["correct_rate"], "o-", label="ADD(-S) < 0.1d")
+    ax2 = ax.twinx()
+    ax2.bar(mid, cal["count"], width=0.08, alpha=0.2, color="k")
+    ax2.set_ylabel("poses")
+    ax.set_xlabel("pose score")
+    ax.set_ylabel("share correct")
+    ax.set_xlim(0, 1)
+    ax.set_ylim(0, 1)
+    ax.grid(alpha=0.3)
+    ax.legend(loc="upper left")
+    fig.tight_layout()
+    fig.savefig(path, dpi=100)
+    plt.close(fig)
 
 
 def box_iou(a: np.ndarray, b: np.ndarray) -> np.ndarray:
@@ -271,7 +320,7 @@ def plot_recall(report: EvalReport, diameters: np.ndarray, path: str | Path) -> 
 def write_outputs(report: EvalReport, objects: ObjectRegistry, out: str | Path,
                   ) -> dict[str, Any]:
     """Results CSV, per-target CSV (`instances.csv`, what `pose6d compare` pairs), figures
-    JSON and recall PNG into `out`; returns the figures."""
+    JSON, recall and score-calibration PNGs into `out`; returns the figures."""
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
     diameters = np.array([o.diameter for o in objects])
@@ -280,4 +329,5 @@ def write_outputs(report: EvalReport, objects: ObjectRegistry, out: str | Path,
     write_instances_csv(out / INSTANCES_CSV, report, diameters)
     (out / "figures.json").write_text(json.dumps(figures, indent=1))
     plot_recall(report, diameters, out / "recall_add.png")
+    plot_calibration(figures, out / "calibration.png")
     return figures

@@ -115,3 +115,17 @@ def test_eval_with_detector_reports_its_boxes(synth_dir, objects):
     assert figures["add_0.1d"] == 1.0
     # With ground-truth boxes there is no detector to report on.
     assert EvalReport(objects=report.objects).summary(np.ones(8))["detection"] is None
+
+
+def test_score_calibration_counts_correct_poses_per_score_bin():
+    """Found poses fall into tenths by score; each bin says how many and how many correct;
+    poses not found are left out."""
+    from pose6d_ros.eval.evaluate import score_calibration
+
+    scores = np.array([0.05, 0.07, 0.55, 0.95, 1.0, 0.5])
+    correct = np.array([False, True, True, True, True, True])
+    found = np.array([True, True, True, True, True, False])
+    cal = score_calibration(scores, correct, found)
+    assert cal["count"] == [2, 0, 0, 0, 0, 1, 0, 0, 0, 2]
+    rate = cal["correct_rate"]
+    assert rate[0] == 0.5 and rate[5] == 1.0 and rate[9] == 1.0 and np.isnan(rate[1])
