@@ -175,6 +175,28 @@ def _cmd_synth(args: argparse.Namespace) -> int:
     return 0
 
 
+def _cmd_bench_refine(args: argparse.Namespace) -> int:
+    from dataclasses import asdict
+
+    from pose6d_ros.core.objects import load_objects
+    from pose6d_ros.core.paths import default_objects_yaml
+    from pose6d_ros.eval import bench_refine
+
+    objects = load_objects(args.objects or default_objects_yaml())
+    chosen = [o for o in objects if not args.names or o.name in args.names]
+    if not chosen:
+        raise UsageError(f"bench refine: none of {args.names} in the objects YAML")
+    rows = bench_refine.basin(chosen, args.angles, starts=args.starts,
+                              cache_dir=str(args.cache) if args.cache else None, seed=args.seed)
+    if args.json:
+        print(json.dumps([asdict(r) for r in rows]))
+        return 0
+    print(f"refinement basin: {len(chosen)} objects x {args.starts} starts per angle, shift "
+          "10 % of the distance at 30 deg (in proportion), CPU float32")
+    print(bench_refine.format_rows(rows))
+    return 0
+
+
 def _cmd_bench_synth(args: argparse.Namespace) -> int:
     from pose6d_ros.core.paths import default_objects_yaml
     from pose6d_ros.eval import bench_synth
@@ -557,6 +579,19 @@ def build_parser() -> argparse.ArgumentParser:
     bl.add_argument("--json", action="store_true", help="one JSON line per configuration")
     bl.add_argument("--plot", type=Path, help="PNG of the stage breakdown")
     bl.set_defaults(func=_cmd_bench_pipeline)
+
+    br = bench.add_parser("refine", help="the refinement's basin: rotation / translation "
+                          "error after refining perturbed starts on rendered objects")
+    br.add_argument("--objects", type=Path, help="objects YAML (default: bundled LM-O)")
+    br.add_argument("--names", nargs="+", help="only these objects (default: all)")
+    br.add_argument("--angles", type=float, nargs="+", default=[10.0, 20.0, 30.0],
+                    help="start rotation errors, degrees (default 10 20 30)")
+    br.add_argument("--starts", type=int, default=4, help="starts per object and angle")
+    br.add_argument("--seed", type=int, default=0)
+    br.add_argument("--cache", type=Path, help="viewpoint model folder (default: the "
+                    "template cache)")
+    br.add_argument("--json", action="store_true", help="print the rows as JSON")
+    br.set_defaults(func=_cmd_bench_refine)
 
     bs = bench.add_parser("synth", help="images/s of the synthetic-data generator")
     bs.add_argument("--objects", type=Path, help="objects YAML (default: bundled LM-O)")

@@ -74,13 +74,13 @@ class RegionRefiner:
         # Objects may have different view counts: pad with copies of their first view.
         def pad(x: Tensor) -> Tensor:
             return torch.cat([x, x[:1].expand(V - len(x), *x.shape[1:])])
-        self.directions = torch.stack([pad(m.directions) for m in models]).double().to(device)
-        self.points = torch.stack([pad(m.points) for m in models]).double().to(device)
-        self.normals = torch.stack([pad(m.normals) for m in models]).double().to(device)
+        self.directions = torch.stack([pad(m.directions) for m in models]).float().to(device)
+        self.points = torch.stack([pad(m.points) for m in models]).float().to(device)
+        self.normals = torch.stack([pad(m.normals) for m in models]).float().to(device)
 
     def _views(self, labels: Tensor, R: Tensor, t: Tensor) -> tuple[Tensor, Tensor]:
         """Contour points and normals `(N, P, 3)`, model frame, of each pose's nearest view."""
-        cam = -(R.transpose(1, 2) @ t[..., None])[..., 0]  # camera centre, model frame
+        cam = -(R.transpose(1, 2) @ t[..., None])[..., 0].float()  # camera centre, model frame
         cam = cam / cam.norm(dim=1, keepdim=True).clamp_min(1e-12)
         best = torch.einsum("nvk,nk->nv", self.directions[labels], cam).argmax(1)
         return self.points[labels, best], self.normals[labels, best]
@@ -116,6 +116,8 @@ class RegionRefiner:
         """Per contour point `(N, P)`: the contour's offset along its normal (pixels, mean
         and variance of its posterior) and whether the line could be measured."""
         cfg = self.config
+        # Sampling and statistics in float32; only the 6 x 6 solve needs float64.
+        R, t, K = R.float(), t.float(), K.float()
         Xc = X @ R.transpose(1, 2) + t[:, None]  # (N, P, 3)
         z = Xc[..., 2].clamp_min(1e-6)
         uv = (Xc @ K.T)[..., :2] / z[..., None]
@@ -177,21 +179,22 @@ class RegionRefiner:
               ) -> tuple[Tensor, Tensor]:
         """One damped Gauss-Newton update moving the projected contour by `mean`."""
         cfg = self.config
-        Xc = X @ R.transpose(1, 2) + t[:, None]
-        n2 = _projected_normals(K, Xc, N @ R.transpose(1, 2))
+        Rf, tf, Kf = R.float(), t.float(), K.float()
+        Xc = X @ Rf.transpose(1, 2) + tf[:, None]
+        n2 = _projected_normals(Kf, Xc, N @ Rf.transpose(1, 2))
         x, y, z = Xc.unbind(-1)
         z = z.clamp_min(1e-6)
-        fx, fy = K[0, 0], K[1, 1]
+        fx, fy = Kf[0, 0], Kf[1, 1]
         # d(normal . uv) / d(Xc), then d(Xc) / d(omega, v) = [-[Xc - t]x | I]: the pose turns
         # about the object's origin, so turn and shift are nearly independent (and each can
         # be limited alone).
         gx, gy = n2[..., 0] * fx / z, n2[..., 1] * fy / z
         gz = -(n2[..., 0] * fx * x + n2[..., 1] * fy * y) / z**2
         g = torch.stack([gx, gy, gz], -1)  # (N, P, 3)
-        J = torch.cat([torch.cross(Xc - t[:, None], g, dim=-1), g], -1)  # (N, P, 6)
+        J = torch.cat([torch.cross(Xc - tf[:, None], g, dim=-1), g], -1)  # (N, P, 6)
         w = valid.to(J.dtype) / (var + scale**2)
-        A = torch.einsum("np,npi,npj->nij", w, J, J)
-        b = torch.einsum("np,npi,np->ni", w, J, mean)
+        A = torch.einsum("np,npi,npj->nij", w, J, J).double()
+        b = torch.einsum("np,npi,np->ni", w, J, mean).double()
         diag = torch.diagonal(A, dim1=1, dim2=2)
         # Strongest on the coarse, ambiguous lines; gone on the finest.
         fade = (scale - cfg.scales[-1]) / max(cfg.scales[0] - cfg.scales[-1], 1e-9)

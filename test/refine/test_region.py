@@ -148,3 +148,17 @@ def test_estimator_refines_template_poses(objects, tmp_path):
         errors[refine] = _degrees(torch.from_numpy(pose.R), R)
         assert np.linalg.norm(pose.t - t) < 0.1 * np.linalg.norm(t)
     assert errors[True] < 5.0 and errors[True] < errors[False], errors
+
+
+def test_bench_refine_reports_the_basin(capsys):
+    """`pose6d bench refine` refines perturbed starts on renders and reports them closer."""
+    import json
+
+    from pose6d_ros.cli import main
+
+    assert main(["bench", "refine", "--names", "driller", "--angles", "8", "--starts", "2",
+                 "--json"]) == 0
+    rows = json.loads(capsys.readouterr().out)
+    assert [r["mask"] for r in rows] == [False, True]
+    for r in rows:
+        assert r["starts"] == 2 and r["median_re_deg"] < 4.0 and r["within_5deg"] >= 0.5
