@@ -135,7 +135,7 @@ def _cmd_bench_pipeline(args: argparse.Namespace) -> int:
                                     detector_weights=weights["detector"],
                                     coordnet_weights=weights["coordnet"], device=device,
                                     coarse=args.coarse, precision=args.precision,
-                                    refine=args.refine == "on", sync_timings=True))
+                                    refine=args.refine, sync_timings=True))
 
     def show(row: dict) -> None:
         if args.json:
@@ -291,7 +291,8 @@ def _estimator(args: argparse.Namespace, *, detector: bool = True):
         templates=_bank_config(args),
         device=args.device, detection_score=args.score, min_inliers=args.min_inliers,
         max_size_mismatch=args.max_size_mismatch, max_centre_offset=args.max_centre_offset,
-        precision=args.precision, refine=args.refine == "on", min_pose_score=args.min_pose_score)
+        precision=args.precision, refine=args.refine,
+        min_pose_score=args.min_pose_score)
     return Estimator(cfg)
 
 
@@ -332,9 +333,9 @@ def _add_estimator_flags(p: argparse.ArgumentParser) -> None:
     p.add_argument("--templates-cache", type=Path, help="template bank folder (default: "
                    "$POSE6D_CACHE/templates or ~/.cache/pose6d_ros/templates)")
     _add_template_density_flags(p)
-    p.add_argument("--refine", choices=["on", "off"], default="on",
-                   help="render-and-compare refinement and verification of every hypothesis "
-                   "(default on)")
+    p.add_argument("--refine", choices=["contour", "none"], default="contour",
+                   help="render-and-compare: refine every hypothesis along its contour and "
+                   "keep the best (default contour), or none")
     p.add_argument("--min-pose-score", type=float, default=0.0,
                    help="drop instances whose pose quality is below this (0..1; default 0)")
     p.add_argument("--device", default="auto", help="auto (default: CUDA when present), cpu, "
@@ -574,8 +575,8 @@ def build_parser() -> argparse.ArgumentParser:
     bl.add_argument("--coarse", choices=["coordnet", "both"], default="both",
                     help="the estimator's coarse poses: CoordNet alone, or with template "
                     "retrieval and the silhouette choice (default both)")
-    bl.add_argument("--refine", choices=["on", "off"], default="on",
-                    help="render-and-compare refinement of every hypothesis (default on)")
+    bl.add_argument("--refine", choices=["contour", "none"], default="contour",
+                    help="render-and-compare refinement of every hypothesis (default contour)")
     bl.add_argument("--json", action="store_true", help="one JSON line per configuration")
     bl.add_argument("--plot", type=Path, help="PNG of the stage breakdown")
     bl.set_defaults(func=_cmd_bench_pipeline)
@@ -723,7 +724,7 @@ def build_parser() -> argparse.ArgumentParser:
                     help="coarse poses from CoordNet, templates or both (default: the "
                     "parameters' coarse)")
     bg.add_argument("--templates-cache", type=Path, help="template bank folder")
-    bg.add_argument("--refine", choices=["on", "off"], help="render-and-compare refinement "
+    bg.add_argument("--refine", choices=["contour", "none"], help="render-and-compare refinement "
                     "(default: the parameters' refine)")
     bg.add_argument("--device", help="auto, cpu, cuda, cuda:N")
     bg.add_argument("--storage", choices=["mcap", "sqlite3"], default="mcap",

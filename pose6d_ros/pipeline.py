@@ -56,7 +56,7 @@ class EstimatorConfig:
     # Render-and-compare: every hypothesis is refined against the image (region-based,
     # pose6d_ros/refine/region.py) and the one whose contour (and silhouette, with a mask)
     # agrees best is kept.
-    refine: bool = True
+    refine: str = "contour"  # "contour" or "none"
     refinement: RefineConfig = field(default_factory=RefineConfig)
     viewpoints: ViewpointConfig = field(default_factory=ViewpointConfig)  # how models are built
     # Instances whose pose quality (the verification score, see ObjectPose.score) is below
@@ -82,12 +82,15 @@ class EstimatorConfig:
     def __post_init__(self) -> None:
         if self.coarse not in COARSE_SOURCES:
             raise ValueError(f"coarse: expected one of {COARSE_SOURCES}, got {self.coarse!r}")
+        if self.refine not in REFINE_MODES:
+            raise ValueError(f"refine: expected one of {REFINE_MODES}, got {self.refine!r}")
         if self.coordnet_weights is None and self.coarse != "templates":
             raise ValueError(f"coarse {self.coarse!r} needs CoordNet weights "
                              "(coarse 'templates' does not)")
 
 
 COARSE_SOURCES = ("coordnet", "templates", "both")
+REFINE_MODES = ("contour", "none")
 DEFAULT_MASK_CROP = 64  # pixels of a detector mask's crop, for silhouette checks
 
 
@@ -201,7 +204,7 @@ class Estimator:
             self.templates = TemplateMatcher(banks, bank_cfg, device=self.device,
                                              top_k=config.template_top_k)
         self.refiner = None
-        if config.refine:
+        if config.refine == "contour":
             models = load_or_build_viewpoint_models(self.objects, config.viewpoints,
                                                     cache_dir=config.templates_cache, log=_log)
             self.refiner = RegionRefiner(models, config.refinement, device=self.device)

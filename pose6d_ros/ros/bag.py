@@ -271,11 +271,9 @@ def run(args: Any) -> int:
         settings = load_params_yaml(args.params or share_dir() / "config" / "pose.yaml")
         flags = {k: getattr(args, k) for k in ("objects", "detector_weights",
                                                 "coordnet_weights", "coarse",
-                                                "templates_cache", "device")}
-        values: dict = {k: str(v) for k, v in flags.items() if v is not None}
-        if args.refine is not None:
-            values["refine"] = args.refine == "on"
-        settings = settings_from_dict(values, base=settings)
+                                                "templates_cache", "refine", "device")}
+        settings = settings_from_dict({k: str(v) for k, v in flags.items() if v is not None},
+                                      base=settings)
         estimator, error = load_estimator(settings)
         if estimator is None:
             raise BagError(str(error))

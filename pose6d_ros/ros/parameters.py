@@ -15,7 +15,7 @@ from typing import Any
 import yaml
 
 from pose6d_ros.core.paths import share_dir
-from pose6d_ros.pipeline import COARSE_SOURCES, EstimatorConfig
+from pose6d_ros.pipeline import COARSE_SOURCES, REFINE_MODES, EstimatorConfig
 
 
 def _p(default: Any, description: str, *, range: tuple[float, float] | None = None,
@@ -46,8 +46,10 @@ class PoseSettings:
                               "~/.cache/pose6d_ros/templates. Banks missing there are built "
                               "at start-up (pose6d templates build does it beforehand).",
                               reload=True)
-    refine: bool = _p(True, "Render-and-compare: refine every hypothesis against the image "
-                      "and keep the one whose contour and silhouette agree best.", reload=True)
+    refine: str = _p("contour", "Render-and-compare: 'contour' refines every hypothesis "
+                     "against the image (region-based, along its contour) and keeps the one "
+                     "that agrees best; 'none' keeps the coarse poses.",
+                     choices=REFINE_MODES, reload=True)
     device: str = _p("auto", "auto (CUDA when available, else CPU), cpu, cuda or cuda:N.",
                      reload=True)
     precision: str = _p("auto", "Network arithmetic: auto (bf16 on CUDA, fp32 on the CPU), "

@@ -139,7 +139,7 @@ def test_estimator_refines_template_poses(objects, tmp_path):
     rgb, box, _ = render_with_mask(obj, R.numpy(), t)
     boxes = Boxes(labels=torch.tensor([0]), boxes_xywh=box[None])
     errors = {}
-    for refine in (False, True):
+    for refine in ("none", "contour"):
         est = Estimator(EstimatorConfig(objects=str(path), detector_weights=None,
                                         coordnet_weights=None, coarse="templates",
                                         templates=SMALL, viewpoints=VIEWS, refine=refine,
@@ -147,7 +147,7 @@ def test_estimator_refines_template_poses(objects, tmp_path):
         pose = est.estimate(rgb, K, boxes)[0]
         errors[refine] = _degrees(torch.from_numpy(pose.R), R)
         assert np.linalg.norm(pose.t - t) < 0.1 * np.linalg.norm(t)
-    assert errors[True] < 5.0 and errors[True] < errors[False], errors
+    assert errors["contour"] < 5.0 and errors["contour"] < errors["none"], errors
 
 
 def test_bench_refine_reports_the_basin(capsys):
