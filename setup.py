@@ -48,7 +48,8 @@ setup(
         "torchvision>=0.16",
         "rosbags>=0.10.9",
     ],
-    extras_require={"test": ["pytest>=7", "ruff>=0.5"]},
+    # launch_testing's pytest plugin (Humble, Jazzy) fails to register under pytest >= 9.1.
+    extras_require={"test": ["pytest>=7,<9.1", "ruff>=0.5"]},
     zip_safe=False,
     # colcon's scripts (lib/pose6d_ros/pose_node) run the `python3` first on PATH, not the
     # interpreter that ran colcon: activate the environment holding torch (a venv made with

@@ -33,7 +33,9 @@ def generate_launch_description() -> LaunchDescription:
                               default_value=PathJoinSubstitution([share, "config", "pose.yaml"]),
                               description="Parameters file of pose_node (see config/pose.yaml)."),
         DeclareLaunchArgument("use_rviz", default_value="false",
-                              description="Start RViz2 with config/pose.rviz."),
+                              description="Start RViz2 with config/pose.rviz (needs rviz2 and "
+                              "vision_msgs_rviz_plugins, which the package does not depend "
+                              "on: a headless robot runs without them)."),
         DeclareLaunchArgument("rviz_fixed_frame", default_value="camera_optical_frame",
                               description="RViz2 fixed frame: the camera's frame_id."),
     ]

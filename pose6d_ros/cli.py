@@ -426,7 +426,7 @@ def _cmd_predict(args: argparse.Namespace) -> int:
 
     items = collect_images(args.images, args.camera)
     summary = predict(_estimator(args), items, args.out, overlays=not args.no_overlays,
-                      progress=not args.quiet)
+                      progress=not args.quiet, scale=args.scale_intrinsics)
     print("\n".join(summary.lines()))
     print(f"  written: {args.out}/results_bop19.csv, json/, "
           f"{'' if args.no_overlays else 'overlays/'}")
@@ -705,6 +705,9 @@ def build_parser() -> argparse.ArgumentParser:
                     "cam_K or K) for images outside a BOP scene")
     _add_estimator_flags(pr)
     pr.add_argument("--out", type=Path, default=Path("predict_out"))
+    pr.add_argument("--scale-intrinsics", action="store_true",
+                    help="images at another resolution than --camera's width x height (same "
+                    "aspect ratio): scale the intrinsics instead of refusing the image")
     pr.add_argument("--no-overlays", action="store_true")
     pr.add_argument("--quiet", action="store_true", help="no progress bar")
     pr.set_defaults(func=_cmd_predict)

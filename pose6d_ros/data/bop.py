@@ -102,6 +102,17 @@ def load_camera(path: str | Path) -> np.ndarray:
     return np.array([[v[0], 0.0, v[2]], [0.0, v[1], v[3]], [0.0, 0.0, 1.0]])
 
 
+def load_camera_size(path: str | Path) -> tuple[int, int] | None:
+    """The image size `(width, height)` a camera JSON's intrinsics are for, when it says."""
+    data = _read_json(Path(path))
+    if isinstance(data, dict) and "width" in data and "height" in data:
+        try:
+            return int(data["width"]), int(data["height"])
+        except (TypeError, ValueError) as exc:
+            raise BopFormatError(f"{path}: width/height: expected integers") from exc
+    return None
+
+
 def load_scene_gt_info(path: str | Path) -> dict[int, list[dict[str, Any]]]:
     """`scene_gt_info.json`: image id -> per-instance boxes (x, y, w, h) and visibility."""
     return {int(k): v for k, v in _read_json(Path(path)).items()}

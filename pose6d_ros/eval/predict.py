@@ -10,12 +10,15 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
+import torch
 
+from pose6d_ros.core.camera import scale_intrinsics
 from pose6d_ros.core.draw import draw_poses
 from pose6d_ros.data.bop import (
     BopFormatError,
     BopResult,
     load_camera,
+    load_camera_size,
     load_scene_camera,
     read_image,
     write_results_csv,
@@ -34,6 +37,8 @@ class ImageItem:
     scene_id: int
     im_id: int
     K: np.ndarray  # (3, 3)
+    size: tuple[int, int] | None = None  # (width, height) K is for, where the camera says
+    camera: Path | None = None  # the camera JSON K came from
 
 
 @dataclass
@@ -87,8 +92,9 @@ def collect_images(inputs: Sequence[str | Path], camera: str | Path | None) -> l
         if camera is None:
             raise FileNotFoundError(f"{loose[0]}: not in a BOP scene folder; give --camera "
                                     "camera.json")
-        K = load_camera(camera)
-        items += [ImageItem(p, 0, _number(p.stem, i), K) for i, p in enumerate(loose)]
+        K, size = load_camera(camera), load_camera_size(camera)
+        items += [ImageItem(p, 0, _number(p.stem, i), K, size, Path(camera))
+                  for i, p in enumerate(loose)]
     if not items:
         raise FileNotFoundError(f"no images in {', '.join(map(str, inputs))}")
     return items
@@ -102,9 +108,28 @@ def pose_record(p: ObjectPose) -> dict:
             "box_xywh": [round(v, 2) for v in p.box]}
 
 
+def intrinsics_for(item: ImageItem, width: int, height: int, *, scale: bool = False
+                   ) -> np.ndarray:
+    """`item`'s intrinsics for its image of `width` x `height`: as given when the camera
+    names no size or the same one; scaled with `scale` when only the resolution differs
+    (same aspect ratio); else a ValueError naming the image and the camera file."""
+    if item.size is None or item.size == (width, height):
+        return item.K
+    w0, h0 = item.size
+    what = (f"{item.path}: image is {width}x{height}, but the intrinsics of {item.camera} "
+            f"are for {w0}x{h0}")
+    if abs(width / w0 - height / h0) > 0.01 * width / w0:
+        raise ValueError(f"{what} (another aspect ratio: give that camera's intrinsics)")
+    if not scale:
+        raise ValueError(f"{what} (same aspect ratio: --scale-intrinsics scales them)")
+    return scale_intrinsics(torch.from_numpy(item.K), width / w0, height / h0).numpy()
+
+
 def predict(estimator: Estimator, items: Sequence[ImageItem], out: str | Path, *,
-            overlays: bool = True, progress: bool = True) -> PredictSummary:
-    """Run the estimator on every image; an image that fails is reported and skipped."""
+            overlays: bool = True, progress: bool = True, scale: bool = False
+            ) -> PredictSummary:
+    """Run the estimator on every image; an image that fails (unreadable, a size its
+    intrinsics are not for, see `intrinsics_for`) is reported and skipped."""
     from tqdm import tqdm
 
     out = Path(out)
@@ -116,8 +141,9 @@ def predict(estimator: Estimator, items: Sequence[ImageItem], out: str | Path, *
     for item in tqdm(items, desc="predict", unit="image", disable=not progress):
         try:
             rgb = read_image(item.path)
+            K = intrinsics_for(item, rgb.shape[1], rgb.shape[0], scale=scale)
             start = time.perf_counter()
-            poses = estimator.estimate(rgb, item.K)
+            poses = estimator.estimate(rgb, K)
             seconds = time.perf_counter() - start
         except (BopFormatError, ValueError, RuntimeError) as exc:
             summary.failed.append((item.path, str(exc)))
@@ -129,13 +155,13 @@ def predict(estimator: Estimator, items: Sequence[ImageItem], out: str | Path, *
                               seconds) for p in poses]
         name = f"{item.scene_id:06d}_{item.im_id:06d}"
         record = {"image": str(item.path), "scene_id": item.scene_id, "im_id": item.im_id,
-                  "K": item.K.tolist(), "seconds": round(seconds, 6),
+                  "K": K.tolist(), "seconds": round(seconds, 6),
                   "timings_ms": {k: round(v, 3) for k, v in
                                  (poses[0].timings if poses else {}).items()},
                   "poses": [pose_record(p) for p in poses]}
         (out / "json" / f"{name}.json").write_text(json.dumps(record, indent=1))
         if overlays:
             write_rgb(out / "overlays" / f"{name}.png",
-                      draw_poses(rgb, item.K, poses, estimator.objects))
+                      draw_poses(rgb, K, poses, estimator.objects))
     write_results_csv(out / "results_bop19.csv", results)
     return summary

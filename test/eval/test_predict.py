@@ -85,3 +85,34 @@ def test_demo_on_the_bundled_photographs(tiny_weights, tmp_path, capsys):
     text = capsys.readouterr().out
     assert rc == 0 and "ground-truth boxes" in text and "detector's boxes" not in text
     assert (out / "only" / "figures.json").is_file()
+
+
+def test_image_size_against_the_camera_size_is_checked(synth_dir, tiny_weights, tmp_path,
+                                                         capsys):
+    """Intrinsics for another resolution: refused per image with the sizes and the camera
+    file named; scaled with --scale-intrinsics when the aspect ratio matches."""
+    from pose6d_ros.data.bop import read_image
+
+    scene = sorted((synth_dir / "train").iterdir())[0]
+    images = tmp_path / "images"
+    images.mkdir()
+    shutil.copy(scene / "rgb" / "000001.jpg", images / "000001.jpg")
+    h, w = read_image(images / "000001.jpg").shape[:2]
+    K = np.array(json.loads((scene / "scene_camera.json").read_text())["1"]["cam_K"])
+    base = ["predict", "--images", str(images), "--quiet", "--coarse", "coordnet",
+            "--refine", "none", *_weights(tiny_weights)]
+    for size, flags, rc_want, text in (
+            ((2 * w, 2 * h), [], 1, f"image is {w}x{h}, but the intrinsics"),
+            ((2 * w, 2 * h), ["--scale-intrinsics"], 0, "1/1 images"),
+            ((2 * w, 3 * h), ["--scale-intrinsics"], 1, "another aspect ratio")):
+        camera = tmp_path / "camera.json"
+        camera.write_text(json.dumps({"fx": 2 * K[0], "fy": 2 * K[4], "cx": 2 * K[2],
+                                      "cy": 2 * K[5], "width": size[0], "height": size[1]}))
+        out = tmp_path / f"out{len(flags)}{size[1]}"
+        rc = main([*base, "--camera", str(camera), "--out", str(out), *flags])
+        printed = capsys.readouterr().out
+        assert rc == rc_want and text in printed, printed
+        if rc == 1:
+            assert str(camera) in printed
+    record = json.loads((tmp_path / f"out1{2 * h}" / "json" / "000000_000001.json").read_text())
+    np.testing.assert_allclose(record["K"][0][0], K[0], rtol=1e-6)  # scaled back to w x h

@@ -100,12 +100,17 @@ def test_rviz_config_shows_image_tf_markers_and_detections():
         "detections"
 
 
-def test_package_xml_has_the_node_dependencies():
+def test_package_xml_has_the_node_dependencies_and_no_visualisation():
+    """What the node needs at run time, and not RViz: `rosdep install` on a headless robot
+    must not bring Qt."""
     root = ET.parse(REPO / "package.xml").getroot()
+    assert root.tag == "package" and root.get("format") == "3"
+    assert root.findtext("name") == "pose6d_ros" and root.findtext("license")
     execs = {e.text for e in root.findall("exec_depend")}
     assert {"rclpy", "sensor_msgs", "geometry_msgs", "vision_msgs", "visualization_msgs",
             "tf2_ros", "tf2_msgs", "message_filters", "diagnostic_msgs", "std_msgs",
-            "rcl_interfaces", "launch", "launch_ros", "rviz2"} <= execs
+            "rcl_interfaces", "launch", "launch_ros"} <= execs
+    assert not {"rviz2", "vision_msgs_rviz_plugins"} & execs
     assert {"launch_testing", "launch_testing_ros"} <= {e.text
                                                         for e in root.findall("test_depend")}
 
