@@ -66,11 +66,6 @@ def _latched_qos() -> list:
                 zero, zero, QosLiveliness.AUTOMATIC, zero, False)]
 
 
-def stamp_ns(header: Any) -> int:
-    """A header's stamp in nanoseconds."""
-    return int(header.stamp.sec) * 10**9 + int(header.stamp.nanosec)
-
-
 class _Out:
     """Output connections, registered on first use."""
 
@@ -136,7 +131,9 @@ def _process(reader: Any, writer: Any, processor: FrameProcessor, store: Any,
     info_conns = _connections(reader, src, info_topic, (INFO_TYPE,))
     infos = [store.deserialize_cdr(raw, c.msgtype)
              for c, _, raw in reader.messages(connections=info_conns)]
-    info_stamps = np.array([stamp_ns(i.header) for i in infos], np.int64)
+    info_stamps = np.array([m.stamp_ns(i.header) for i in infos], np.int64)
+    for stamp in info_stamps:
+        processor.pairing.info(int(stamp))
     order = np.argsort(info_stamps, kind="stable")
     infos, info_stamps = [infos[i] for i in order], info_stamps[order]
 
@@ -158,10 +155,12 @@ def _process(reader: Any, writer: Any, processor: FrameProcessor, store: Any,
         last = timestamp
         summary.images += 1
         image = store.deserialize_cdr(raw, conn.msgtype)
-        info = _nearest(infos, info_stamps, stamp_ns(image.header), slop)
+        processor.pairing.image(m.stamp_ns(image.header))
+        info = _nearest(infos, info_stamps, m.stamp_ns(image.header), slop)
         if info is None:
             summary.rejected["no_camera_info"] += 1
             continue
+        processor.pairing.pair()
         result = processor.process(image, info, debug_image=debug_image)
         if isinstance(result, Rejected):
             summary.rejected[result.kind] += 1

@@ -12,7 +12,7 @@ import dataclasses
 import importlib
 import threading
 import time
-from collections import Counter
+from collections import Counter, deque
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any, Generic, Protocol, TypeVar
@@ -97,11 +97,70 @@ class FrameOutputs:
     debug_image: Any | None  # sensor_msgs/Image (only when asked for)
 
 
+class InputPairing:
+    """Arrivals on the image and camera_info topics against the pairs made of them: what
+    found no partner within `slop`, and the stamp offset between the two topics. The node's
+    raw subscriptions and its synchroniser (or `pose6d bag`) report here; thread-safe."""
+
+    KEEP = 32  # recent stamps per topic, for the offset seen
+
+    def __init__(self, slop: float) -> None:
+        self.slop = slop
+        self.images = self.infos = self.paired = 0
+        self._window = [0, 0, 0]  # images, infos, pairs since the last `window()`
+        self._stamps: tuple[deque[int], deque[int]] = (deque(maxlen=self.KEEP),
+                                                       deque(maxlen=self.KEEP))
+        self._lock = threading.Lock()
+
+    def image(self, stamp_ns: int) -> None:
+        """An image arrived."""
+        with self._lock:
+            self.images += 1
+            self._window[0] += 1
+            self._stamps[0].append(stamp_ns)
+
+    def info(self, stamp_ns: int) -> None:
+        """A camera_info arrived."""
+        with self._lock:
+            self.infos += 1
+            self._window[1] += 1
+            self._stamps[1].append(stamp_ns)
+
+    def pair(self) -> None:
+        """An image and a camera_info were paired."""
+        with self._lock:
+            self.paired += 1
+            self._window[2] += 1
+
+    def window(self) -> tuple[int, int, int]:
+        """Images, camera_infos and pairs since the last call."""
+        with self._lock:
+            out = tuple(self._window)
+            self._window = [0, 0, 0]
+        return out  # type: ignore[return-value]
+
+    def offset_s(self) -> float | None:
+        """The smallest stamp difference (s) between recent images and camera_infos."""
+        with self._lock:
+            images, infos = list(self._stamps[0]), list(self._stamps[1])
+        if not images or not infos:
+            return None
+        diff = np.abs(np.asarray(images, np.int64)[:, None] - np.asarray(infos, np.int64))
+        return float(diff.min()) * 1e-9
+
+    def values(self) -> dict[str, int]:
+        """Diagnostics counters: arrivals, pairs, and what is (still) unpaired."""
+        with self._lock:
+            return {"frames_arrived": self.images, "camera_infos_arrived": self.infos,
+                    "frames_paired": self.paired,
+                    "frames_unpaired": max(0, self.images - self.paired),
+                    "camera_infos_unpaired": max(0, self.infos - self.paired)}
+
+
 @dataclass
 class FrameStats:
     """Counters and averages for diagnostics; updated by the processing thread."""
 
-    received: int = 0
     processed: int = 0
     dropped: int = 0  # replaced in the newest-frame slot before processing
     rejected: Counter = field(default_factory=Counter)  # kind -> frames
@@ -116,7 +175,7 @@ class FrameStats:
     def values(self) -> dict[str, str]:
         """Diagnostics key/values."""
         with self.lock:
-            out = {"frames_received": self.received, "frames_processed": self.processed,
+            out = {"frames_processed": self.processed,
                    "frames_dropped": self.dropped,
                    "frames_rejected": sum(self.rejected.values()),
                    **{f"rejected_{k}": v for k, v in sorted(self.rejected.items())},
@@ -139,6 +198,8 @@ class FrameProcessor:
         self.settings = settings
         self.image_topic, self.info_topic = image_topic, info_topic
         self.stats = FrameStats()
+        self.pairing = InputPairing(settings.sync_slop)
+        self.unpaired_warning: str | None = None  # set by `diagnostics` while nothing pairs
         self._clock = clock
         self._last_done: float | None = None
         self._use_objects(objects)
@@ -175,8 +236,6 @@ class FrameProcessor:
                 ) -> FrameOutputs | Rejected:
         """Process one synchronised pair; `debug_image` also draws the overlay."""
         s = self.settings
-        with self.stats.lock:
-            self.stats.received += 1
         timer = StageTimer(None)
         try:
             rgb = m.decode_image(image, self.image_topic)
@@ -282,16 +341,38 @@ class FrameProcessor:
         return m.object_info_msg(self.types, self.catalog, self.settings.tf_prefix)
 
     def diagnostics(self, header: Any, name: str = "pose6d_ros: pose_node") -> Any:
-        """DiagnosticArray: ERROR without an estimator, WARN after a rejected frame, else OK."""
-        values = {"device": self.device, **self.stats.values()}
+        """DiagnosticArray: ERROR without an estimator; WARN while inputs arrive and none pair
+        (also kept in `unpaired_warning`) or after a rejected frame; else OK. Counters add
+        up: frames_arrived = frames_unpaired + frames_paired, and frames_paired =
+        frames_processed + frames_rejected + frames_dropped (+ the frame in progress)."""
+        values = {"device": self.device, **self.pairing.values(), **self.stats.values()}
+        images, infos, pairs = self.pairing.window()
+        self.unpaired_warning = None
+        if (images or infos) and not pairs:
+            self.unpaired_warning = self._unpaired_message(images, infos)
         if self.estimator is None:
             level, message = "ERROR", str(self.estimator_error)
+        elif self.unpaired_warning is not None:
+            level, message = "WARN", self.unpaired_warning
         elif self.stats.last_rejected:
             level, message = "WARN", f"frame rejected: {self.stats.last_error}"
         else:
             level, message = "OK", f"{self.stats.instances} instance(s) in the last frame"
         return m.diagnostics_msg(self.types, header, name=name, hardware_id=self.device,
                                  level=level, message=message, values=values)
+
+
+    def _unpaired_message(self, images: int, infos: int) -> str:
+        """Why nothing paired lately, naming both topics."""
+        img, inf = self.image_topic, self.info_topic
+        if not infos:
+            return f"{images} image(s) on {img} but no camera_info on {inf}: nothing to pair"
+        if not images:
+            return f"{infos} camera_info(s) on {inf} but no image on {img}: nothing to pair"
+        offset = self.pairing.offset_s()
+        seen = f"{offset:.3f} s" if offset is not None else "unknown"
+        return (f"images on {img} and camera_infos on {inf} do not pair: stamps {seen} apart "
+                f"at best, sync_slop is {self.pairing.slop} s")
 
 
 def _finite(poses: list[ObjectPose]) -> tuple[list[ObjectPose], int]:

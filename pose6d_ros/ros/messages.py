@@ -452,3 +452,8 @@ def diagnostics_msg(types: MessageTypes, header: Any, *, name: str, hardware_id:
         hardware_id=hardware_id,
         values=[types.KeyValue(key=k, value=str(v)) for k, v in values.items()])
     return types.DiagnosticArray(header=copy_header(types, header), status=[status])
+
+
+def stamp_ns(header: Any) -> int:
+    """A header's stamp in nanoseconds."""
+    return int(header.stamp.sec) * 10**9 + int(header.stamp.nanosec)

@@ -105,6 +105,9 @@ class PoseNode(Node):
         self._sync = message_filters.ApproximateTimeSynchronizer(
             [self._sub_image, self._sub_info], queue_size=s.sync_queue_size, slop=s.sync_slop)
         self._sync.registerCallback(self.on_frame)
+        # Every arrival, paired or not: unpaired inputs are counted and warned about.
+        self._sub_image.registerCallback(self._on_image_arrival)
+        self._sub_info.registerCallback(self._on_info_arrival)
         self.create_timer(s.diagnostics_period, self.on_diagnostics_timer)
 
         self._worker = threading.Thread(target=self._work, name="pose6d_inference", daemon=True)
@@ -162,10 +165,21 @@ class PoseNode(Node):
 
     # ---- frames --------------------------------------------------------------------------
 
+    def _on_image_arrival(self, image: Any) -> None:
+        if self._processor is not None:
+            self._processor.pairing.image(m.stamp_ns(image.header))
+
+    def _on_info_arrival(self, info: Any) -> None:
+        if self._processor is not None:
+            self._processor.pairing.info(m.stamp_ns(info.header))
+
     def on_frame(self, image: Any, info: Any) -> None:
         """Synchronised pair: hand it to the worker, replacing one it has not taken yet."""
-        if self._slot.put((image, info)) and self._processor is not None:
-            self._processor.note_dropped()
+        processor = self._processor
+        if processor is not None:
+            processor.pairing.pair()
+        if self._slot.put((image, info)) and processor is not None:
+            processor.note_dropped()
 
     def _work(self) -> None:
         self._load()
@@ -249,6 +263,9 @@ class PoseNode(Node):
         processor, header = self._processor, self._now_header()
         if processor is not None:
             msg = processor.diagnostics(header, DIAGNOSTIC_NAME)
+            if processor.unpaired_warning is not None:
+                self.get_logger().warning(processor.unpaired_warning,
+                                          throttle_duration_sec=10.0)
         else:
             msg = m.diagnostics_msg(self.types, header, name=DIAGNOSTIC_NAME,
                                     hardware_id="none", level="ERROR",

@@ -9,8 +9,9 @@ from rosbags.rosbag2 import Reader, StoragePlugin, Writer
 from pose6d_ros.cli import main
 from pose6d_ros.core.paths import sample_scene
 from pose6d_ros.ros import messages as m
-from pose6d_ros.ros.bag import BagError, make_sample_bag, process_bag, stamp_ns
+from pose6d_ros.ros.bag import BagError, make_sample_bag, process_bag
 from pose6d_ros.ros.frame_processor import FrameProcessor, load_estimator
+from pose6d_ros.ros.messages import stamp_ns
 from pose6d_ros.ros.parameters import PoseSettings, estimator_config, settings_from_dict
 from test.ros.stubs import StubEstimator
 

@@ -242,3 +242,51 @@ def test_output_failure_is_reported_not_raised(types, processor, estimator):
     estimator.poses = [bad]
     out = processor.process(*pair(types))
     assert isinstance(out, Rejected) and out.kind == "output" and "IndexError" in out.reason
+
+
+def _diagnostics(types, processor):
+    msg = processor.diagnostics(types.Header(stamp=types.Time(sec=0, nanosec=0), frame_id=""))
+    status = msg.status[0]
+    return status, {kv.key: kv.value for kv in status.values}
+
+
+def test_unpaired_inputs_are_counted_and_warned(types, processor):
+    """Images and camera_infos whose stamps never come within sync_slop: counted, and
+    /diagnostics says WARN naming both topics and the offset seen, until pairs come."""
+    for i in range(3):
+        processor.pairing.image(10**9 * (10 + i))
+        processor.pairing.info(10**9 * (10 + i) + 200_000_000)  # 0.2 s late
+    status, values = _diagnostics(types, processor)
+    assert status.level == 1
+    assert "/cam/image" in status.message and "/cam/camera_info" in status.message
+    assert "0.200 s" in status.message and processor.unpaired_warning == status.message
+    assert values["frames_unpaired"] == "3" and values["camera_infos_unpaired"] == "3"
+    processor.pairing.image(0)  # a misnamed info topic: images alone
+    status, _ = _diagnostics(types, processor)
+    assert status.level == 1 and "no camera_info on /cam/camera_info" in status.message
+    processor.pairing.image(1)
+    processor.pairing.info(1)
+    processor.pairing.pair()
+    processor.process(*pair(types))
+    status, _ = _diagnostics(types, processor)
+    assert status.level == 0 and processor.unpaired_warning is None
+
+
+def test_diagnostics_counters_add_up(types, processor):
+    """arrived = unpaired + paired, and paired = processed + rejected + dropped."""
+    for i in range(5):
+        processor.pairing.image(i)
+        processor.pairing.info(i)
+    for _ in range(4):
+        processor.pairing.pair()
+    processor.note_dropped()
+    processor.process(*pair(types, encoding="bgr16"))  # rejected
+    processor.process(*pair(types))
+    processor.process(*pair(types))
+    _, v = _diagnostics(types, processor)
+    n = {k: int(v[k]) for k in ("frames_arrived", "frames_unpaired", "frames_paired",
+                                "frames_processed", "frames_rejected", "frames_dropped")}
+    assert n == {"frames_arrived": 5, "frames_unpaired": 1, "frames_paired": 4,
+                 "frames_processed": 2, "frames_rejected": 1, "frames_dropped": 1}
+    assert n["frames_arrived"] == n["frames_unpaired"] + n["frames_paired"]
+    assert n["frames_paired"] == n["frames_processed"] + n["frames_rejected"] + n["frames_dropped"]

@@ -1,7 +1,8 @@
 """launch_testing: pose.launch.py starts pose_node; images in; every output topic and the TF
 tree checked, and a bad frame reported while the node keeps running.
 
-Needs ROS 2 (Humble/Jazzy) with pose6d_ros built (`colcon test`); skipped cleanly without.
+Needs ROS 2 (Humble/Jazzy) with pose6d_ros built (`.venv/bin/python -m colcon test`, or
+`.venv/bin/python -m pytest test/ros` with ROS sourced); skipped cleanly without.
 The node runs the stub estimator of test/ros/stubs.py (parameter `estimator`): no weights
 are needed, and the poses to expect are known.
 """
