@@ -39,10 +39,11 @@ class BasinRow:
     ms_per_hypothesis: float
 
 
-def render_scene(obj: ObjectModel, R: np.ndarray, t: np.ndarray, seed: int
+def render_scene(obj: ObjectModel, R: np.ndarray, t: np.ndarray, seed: int, *,
+                 K: np.ndarray = K, noise: tuple[int, int] = (0, 256)
                  ) -> tuple[np.ndarray, np.ndarray]:
-    """`obj` at pose R, t over uniform noise: `rgb (480, 640, 3)` uint8 and `mask (480,
-    640)` bool."""
+    """`obj` at pose R, t through `K` over uniform noise in [noise[0], noise[1]): `rgb (480,
+    640, 3)` uint8 and `mask (480, 640)` bool."""
     from pose6d_ros.data.render import Instance, Lighting, Renderer, simplify_mesh
 
     renderer = Renderer(*SIZE)
@@ -52,8 +53,8 @@ def render_scene(obj: ObjectModel, R: np.ndarray, t: np.ndarray, seed: int
     finally:
         renderer.release()
     mask = out.instance == 0
-    noise = np.random.default_rng(seed).integers(0, 256, out.rgb.shape)
-    return np.where(mask[..., None], out.rgb, noise).astype(np.uint8), mask
+    background = np.random.default_rng(seed).integers(*noise, out.rgb.shape)
+    return np.where(mask[..., None], out.rgb, background).astype(np.uint8), mask
 
 
 def basin(objects: Sequence[ObjectModel], angles: Sequence[float], *, starts: int = 4,

@@ -33,17 +33,9 @@ def render(obj, R: np.ndarray, t: np.ndarray) -> tuple[np.ndarray, torch.Tensor]
 def render_with_mask(obj, R: np.ndarray, t: np.ndarray
                      ) -> tuple[np.ndarray, torch.Tensor, np.ndarray]:
     """`render`, plus the object's mask `(480, 640)` bool."""
-    from pose6d_ros.data.render import Instance, Lighting, Renderer, simplify_mesh
+    from pose6d_ros.eval.bench_refine import render_scene
 
-    renderer = Renderer(640, 480)
-    try:
-        renderer.add_mesh("o", simplify_mesh(obj.mesh, 4000))
-        out = renderer.render(K, [Instance("o", R, t)], Lighting(), amodal=False)
-    finally:
-        renderer.release()
-    mask = out.instance == 0
-    noise = np.random.default_rng(0).integers(90, 150, out.rgb.shape)
-    rgb = np.where(mask[..., None], out.rgb, noise).astype(np.uint8)
+    rgb, mask = render_scene(obj, R, t, 0, K=K, noise=(90, 150))
     ys, xs = np.nonzero(mask)
     box = torch.tensor([xs.min(), ys.min(), xs.max() + 1 - xs.min(), ys.max() + 1 - ys.min()],
                        dtype=torch.float32)
