@@ -343,7 +343,6 @@ class Estimator:
                            ok=ok[b, best] & torch.isfinite(R[b, best]).flatten(1).all(1)
                            & torch.isfinite(t[b, best]).all(1))
 
-
     def _refine(self, image: Tensor, K: Tensor, labels: Tensor, R: Tensor, t: Tensor,
                 ok: Tensor, masks: Tensor | None) -> tuple[Tensor, Tensor, Tensor]:
         """Every hypothesis `R (B, H, 3, 3)`, `t (B, H, 3)` refined against the image,

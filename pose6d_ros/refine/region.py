@@ -94,34 +94,38 @@ class RegionRefiner:
         R, t = R.double().clone(), t.double().clone()
         t_start = t.clone()
         K = K.double().to(self.device)
-        contour = torch.zeros(len(R), dtype=torch.float64, device=self.device)
         if len(R) == 0:
-            return Refined(R, t, contour)
+            return Refined(R, t, torch.zeros(0, dtype=torch.float64, device=self.device))
         for scale, iters in zip(cfg.scales, cfg.iterations, strict=True):
             for _ in range(iters):
                 X, N = self._views(labels, R, t)
-                mean, var, valid = self._measure(image, K, R, t, X, N, scale, masks, mask_index)
-                R, t = self._step(K, R, t, X, N, mean, var, valid, scale, t_start)
+                Xc, n2 = self._project(K, R, t, X, N)
+                mean, var, valid = self._measure(image, K, Xc, n2, scale, masks, mask_index)
+                R, t = self._step(K, R, t, Xc, n2, mean, var, valid, scale, t_start)
         X, N = self._views(labels, R, t)
-        mean, var, valid = self._measure(image, K, R, t, X, N, cfg.scales[-1], masks,
-                                         mask_index)
+        Xc, n2 = self._project(K, R, t, X, N)
+        mean, var, valid = self._measure(image, K, Xc, n2, cfg.scales[-1], masks, mask_index)
         agree = (mean.abs() <= cfg.accept_px) & valid
-        contour = agree.sum(1).double() / valid.sum(1).clamp_min(1).double()
-        contour = torch.where(valid.sum(1) > 0, contour, torch.zeros_like(contour))
-        return Refined(R, t, contour)
+        return Refined(R, t, agree.sum(1).double() / valid.sum(1).clamp_min(1).double())
 
-    def _measure(self, image: Tensor, K: Tensor, R: Tensor, t: Tensor, X: Tensor, N: Tensor,
-                 scale: float, masks: Tensor | None, mask_index: Tensor | None
-                 ) -> tuple[Tensor, Tensor, Tensor]:
-        """Per contour point `(N, P)`: the contour's offset along its normal (pixels, mean
-        and variance of its posterior) and whether the line could be measured."""
-        cfg = self.config
-        # Sampling and statistics in float32; only the 6 x 6 solve needs float64.
+    @staticmethod
+    def _project(K: Tensor, R: Tensor, t: Tensor, X: Tensor, N: Tensor
+                 ) -> tuple[Tensor, Tensor]:
+        """Contour points in the camera frame `(N, P, 3)` and their normals' unit image
+        directions `(N, P, 2)`, float32 (only the 6 x 6 solve needs float64)."""
         R, t, K = R.float(), t.float(), K.float()
-        Xc = X @ R.transpose(1, 2) + t[:, None]  # (N, P, 3)
+        Xc = X @ R.transpose(1, 2) + t[:, None]
+        return Xc, _projected_normals(K, Xc, N @ R.transpose(1, 2))
+
+    def _measure(self, image: Tensor, K: Tensor, Xc: Tensor, n2: Tensor, scale: float,
+                 masks: Tensor | None, mask_index: Tensor | None
+                 ) -> tuple[Tensor, Tensor, Tensor]:
+        """Per contour point `(N, P)` (`Xc`, `n2` from `_project`): the contour's offset
+        along its normal (pixels, mean and variance of its posterior) and whether the line
+        could be measured."""
+        cfg = self.config
         z = Xc[..., 2].clamp_min(1e-6)
-        uv = (Xc @ K.T)[..., :2] / z[..., None]
-        n2 = _projected_normals(K, Xc, N @ R.transpose(1, 2))
+        uv = (Xc @ K.float().T)[..., :2] / z[..., None]
         L = cfg.half_line
         offsets = (torch.arange(2 * L, dtype=uv.dtype, device=uv.device) - L + 0.5) * scale
         pos = uv[:, :, None] + offsets[:, None] * n2[:, :, None]  # (N, P, 2L, 2)
@@ -129,7 +133,7 @@ class RegionRefiner:
         inside = ((pos[..., 0] >= 0) & (pos[..., 0] <= W - 1) & (pos[..., 1] >= 0)
                   & (pos[..., 1] <= H - 1)).all(-1) & (Xc[..., 2] > 0)
         grid = torch.stack([pos[..., 0] / (W - 1) * 2 - 1, pos[..., 1] / (H - 1) * 2 - 1], -1)
-        n, P = X.shape[:2]
+        n, P = Xc.shape[:2]
         colours = functional.grid_sample(image[None].to(grid.dtype), grid.view(1, n, P * 2 * L, 2),
                                          align_corners=True)[0]  # (3, n, P * 2L)
         colours = colours.permute(1, 2, 0).reshape(n, P, 2 * L, 3)
@@ -174,14 +178,12 @@ class RegionRefiner:
         pf, pb = fg.gather(1, idx.flatten(1)), bg.gather(1, idx.flatten(1))
         return ((pf + 1e-6) / (pf + pb + 2e-6)).view(n, P, S)
 
-    def _step(self, K: Tensor, R: Tensor, t: Tensor, X: Tensor, N: Tensor, mean: Tensor,
+    def _step(self, K: Tensor, R: Tensor, t: Tensor, Xc: Tensor, n2: Tensor, mean: Tensor,
               var: Tensor, valid: Tensor, scale: float, t_start: Tensor
               ) -> tuple[Tensor, Tensor]:
         """One damped Gauss-Newton update moving the projected contour by `mean`."""
         cfg = self.config
-        Rf, tf, Kf = R.float(), t.float(), K.float()
-        Xc = X @ Rf.transpose(1, 2) + tf[:, None]
-        n2 = _projected_normals(Kf, Xc, N @ Rf.transpose(1, 2))
+        tf, Kf = t.float(), K.float()
         x, y, z = Xc.unbind(-1)
         z = z.clamp_min(1e-6)
         fx, fy = Kf[0, 0], Kf[1, 1]

@@ -10,7 +10,6 @@ symmetries and these settings.
 
 from __future__ import annotations
 
-import os
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass
@@ -24,7 +23,7 @@ from torch import Tensor
 
 from pose6d_ros.core.objects import ObjectModel
 from pose6d_ros.nets.weights import WeightsError
-from pose6d_ros.templates.bank import asset_key, default_cache_dir
+from pose6d_ros.templates.bank import asset_key, default_cache_dir, load_asset, save_asset
 from pose6d_ros.templates.viewpoints import look_at_rotations, sphere_directions
 
 KIND = "viewpoint_model"
@@ -127,24 +126,19 @@ def load_or_build_viewpoint_models(objects: Sequence[ObjectModel], cfg: Viewpoin
         path = cache / f"{obj.name}-views-{key[:16]}.pt"
         if path.is_file() and not rebuild:
             try:
-                data = torch.load(path, map_location="cpu", weights_only=True)
-                if data.get("kind") == KIND and data.get("key") == key:
-                    models.append(ViewpointModel(
-                        name=data["name"], directions=data["directions"],
-                        points=data["points"], normals=data["normals"]))
-                    continue
-            except Exception as exc:  # a damaged cache file is rebuilt, not fatal
+                data = load_asset(path, KIND, key, "viewpoint model")
+                models.append(ViewpointModel(name=data["name"], directions=data["directions"],
+                                             points=data["points"], normals=data["normals"]))
+                continue
+            except WeightsError as exc:  # a damaged or stale cache file is rebuilt
                 if log is not None:
-                    log(f"viewpoint models: {path}: {exc}; building it again")
+                    log(f"viewpoint models: {exc}; building it again")
         start = time.perf_counter()
         try:
             model = build_viewpoint_model(obj, cfg)
         except ValueError as exc:
             raise WeightsError(f"{obj.mesh_path}: object {obj.name!r}: {exc}") from exc
-        path.parent.mkdir(parents=True, exist_ok=True)
-        tmp = path.with_suffix(f".tmp{os.getpid()}")
-        torch.save({"kind": KIND, "key": key, **model.to_dict()}, tmp)
-        tmp.replace(path)
+        save_asset(path, KIND, key, model.to_dict())
         if log is not None:
             log(f"viewpoint models: {obj.name}: {len(model.directions)} views in "
                 f"{time.perf_counter() - start:.1f} s -> {path}")

@@ -243,26 +243,39 @@ def _silhouette_boxes(masks: np.ndarray, K: np.ndarray, depth: float, enlarge: f
             torch.from_numpy(offsets).float())
 
 
-def save_bank(path: str | Path, bank: ObjectBank, cfg: BankConfig, key: str) -> None:
-    """Write a bank atomically (a crash leaves no half file)."""
+def save_asset(path: str | Path, kind: str, key: str, values: dict[str, Any]) -> None:
+    """Write a cached per-object asset (`kind`, cache `key`, tensors and plain values)
+    atomically: a crash leaves no half file."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_suffix(f".tmp{os.getpid()}")
-    torch.save({"kind": KIND, "key": key, "config": cfg.to_dict(), **bank.to_dict()}, tmp)
+    torch.save({"kind": kind, "key": key, **values}, tmp)
     tmp.replace(path)
 
 
-def load_bank(path: str | Path, key: str | None = None) -> ObjectBank:
-    """A bank written by `save_bank` (weights_only); with `key`, it must be that bank's."""
+def load_asset(path: str | Path, kind: str, key: str | None, what: str) -> dict[str, Any]:
+    """An asset written by `save_asset` (weights_only); with `key`, it must be that one.
+    WeightsError names the file and the asset (`what`)."""
     path = Path(path)
     try:
         data = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as exc:
-        raise WeightsError(f"{path}: cannot read template bank: {exc}") from exc
-    if not isinstance(data, dict) or data.get("kind") != KIND:
-        raise WeightsError(f"{path}: not a template bank")
+        raise WeightsError(f"{path}: cannot read {what}: {exc}") from exc
+    if not isinstance(data, dict) or data.get("kind") != kind:
+        raise WeightsError(f"{path}: not a {what}")
     if key is not None and data.get("key") != key:
-        raise WeightsError(f"{path}: template bank of another mesh or settings")
+        raise WeightsError(f"{path}: {what} of another mesh or settings")
+    return data
+
+
+def save_bank(path: str | Path, bank: ObjectBank, cfg: BankConfig, key: str) -> None:
+    """Write a bank atomically."""
+    save_asset(path, KIND, key, {"config": cfg.to_dict(), **bank.to_dict()})
+
+
+def load_bank(path: str | Path, key: str | None = None) -> ObjectBank:
+    """A bank written by `save_bank`; with `key`, it must be that bank's."""
+    data = load_asset(path, KIND, key, "template bank")
     return ObjectBank(**{f.name: data[f.name] for f in fields(ObjectBank)})
 
 
