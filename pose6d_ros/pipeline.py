@@ -17,6 +17,7 @@ import torch
 from torch import Tensor
 
 from pose6d_ros.core.camera import check_intrinsics
+from pose6d_ros.core.depth import check_depth
 from pose6d_ros.core.objects import load_objects
 from pose6d_ros.core.symmetry import SymmetryPools
 from pose6d_ros.core.timing import StageTimer
@@ -220,13 +221,18 @@ class Estimator:
         # drops any instance; None when the boxes were given.
         self.last_detections: Detections | None = None
 
-    def estimate(self, rgb: np.ndarray, K: np.ndarray, boxes: Boxes | None = None
-                 ) -> list[ObjectPose]:
+    def estimate(self, rgb: np.ndarray, K: np.ndarray, boxes: Boxes | None = None,
+                 depth: np.ndarray | None = None) -> list[ObjectPose]:
         """Poses of the objects in `rgb (H, W, 3)` uint8 seen through `K (3, 3)`, best score
-        first; with `boxes`, of those instances instead of the detector's."""
+        first; with `boxes`, of those instances instead of the detector's; with `depth
+        (H, W)` float32 metres registered to `rgb` (0 = no reading), depth-refined.
+
+        Raises DepthError (a ValueError) for depth that does not fit the image."""
         cfg = self.config
         if rgb.ndim != 3 or rgb.shape[2] != 3 or rgb.dtype != np.uint8 or rgb.size == 0:
             raise ValueError(f"image: expected (H, W, 3) uint8 RGB, got {rgb.shape} {rgb.dtype}")
+        if depth is not None:
+            depth = check_depth(depth, rgb.shape)
         K_t = torch.as_tensor(np.asarray(K, np.float64))
         check_intrinsics(K_t, "K")
         timer = StageTimer(self.device, sync=cfg.sync_timings)
