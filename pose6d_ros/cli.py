@@ -376,6 +376,8 @@ def _print_figures(figures: dict, title: str) -> None:
     print(f"  ADD(-S) < 0.1d: {100 * figures['add_0.1d']:.1f} %   AR_MSSD "
           f"{figures['ar_mssd']:.3f}   AR_MSPD {figures['ar_mspd']:.3f}   "
           f"not found {figures['failed']}/{figures['instances']}")
+    print(f"  median errors of found poses: {figures['median_re_deg']:.1f} deg, "
+          f"{figures['median_te_mm']:.1f} mm")
     det = figures.get("detection")
     if det:
         print(f"  detector boxes: AP50 {det['ap50']:.3f}   recall {det['recall']:.3f}   "
@@ -391,13 +393,16 @@ def _cmd_eval(args: argparse.Namespace) -> int:
     estimator = _estimator(args, detector=args.boxes == "detector")
     report = evaluate(args.data, estimator, boxes=args.boxes, split=args.split,
                       progress=not args.json, max_images=args.max_images,
-                      overlays=args.out / "overlays" if args.overlays else None)
+                      overlays=args.out / "overlays" if args.overlays else None,
+                      depth=args.depth == "auto")
     figures = write_outputs(report, estimator.objects, args.out)
     if args.json:
         print(json.dumps(figures))
         return 0
+    depth = (f", depth in {report.depth_images} images" if report.depth_images
+             else ", RGB only")
     _print_figures(figures, f"eval {args.data} ({figures['instances']} instances, "
-                   f"{args.boxes} boxes):")
+                   f"{args.boxes} boxes{depth}):")
     print(f"  written: {args.out}/results_bop19.csv, figures.json, recall_add.png")
     return 0
 
@@ -681,6 +686,9 @@ def build_parser() -> argparse.ArgumentParser:
     ev.add_argument("--split", default="test", help="split folder under --data, if any")
     ev.add_argument("--out", type=Path, default=Path("eval_out"))
     ev.add_argument("--overlays", action="store_true", help="also write overlay images")
+    ev.add_argument("--depth", choices=["auto", "off"], default="auto",
+                    help="auto (default): use a scene's depth/ images where it has them; "
+                    "off: RGB only")
     ev.add_argument("--max-images", type=int, default=0, help="0: all")
     ev.add_argument("--json", action="store_true", help="print the figures as one JSON line")
     ev.set_defaults(func=_cmd_eval)
@@ -718,6 +726,12 @@ def build_parser() -> argparse.ArgumentParser:
     bg.add_argument("--image-topic", default="/camera/image_raw",
                     help="sensor_msgs/Image or CompressedImage topic")
     bg.add_argument("--info-topic", default="/camera/camera_info")
+    bg.add_argument("--depth-topic", metavar="TOPIC", help="sensor_msgs/Image depth registered "
+                    "to the images (16UC1 or mono16 in units of the parameters' depth_scale, "
+                    "32FC1 in metres): each image gets the one nearest in stamp within the "
+                    "slop and the poses are refined with it (default: no depth; with "
+                    "--make-sample, the topic a scene's depth/ is written on, default "
+                    "/camera/aligned_depth_to_color/image_raw)")
     bg.add_argument("--params", type=Path, help="node parameters YAML (default: the bundled "
                     "config/pose.yaml); the flags below override it")
     bg.add_argument("--objects", type=Path, help="objects YAML")

@@ -30,6 +30,7 @@ from pose6d_ros.nets.coord_poses import (
 from pose6d_ros.nets.coordnet import WeightsError, load_coordnet
 from pose6d_ros.nets.precision import network_dtype
 from pose6d_ros.pnp import PnPStatus
+from pose6d_ros.refine.depth import DepthConfig, DepthRefiner
 from pose6d_ros.refine.region import RefineConfig, RegionRefiner
 from pose6d_ros.refine.silhouette import MASK_THRESHOLD, SilhouetteScorer
 from pose6d_ros.refine.viewpoint_models import ViewpointConfig, load_or_build_viewpoint_models
@@ -60,6 +61,11 @@ class EstimatorConfig:
     refine: str = "contour"  # "contour" or "none"
     refinement: RefineConfig = field(default_factory=RefineConfig)
     viewpoints: ViewpointConfig = field(default_factory=ViewpointConfig)  # how models are built
+    # With a depth image (`estimate(..., depth=)`): every hypothesis slides along its ray to
+    # the measured surface, is refined by point-to-plane ICP and verified against the depth
+    # (pose6d_ros/refine/depth.py). False ignores depth.
+    use_depth: bool = True
+    depth: DepthConfig = field(default_factory=DepthConfig)
     # Instances whose pose quality (the verification score, see ObjectPose.score) is below
     # this are dropped.
     min_pose_score: float = 0.0
@@ -204,11 +210,14 @@ class Estimator:
                                         log=_log)
             self.templates = TemplateMatcher(banks, bank_cfg, device=self.device,
                                              top_k=config.template_top_k)
-        self.refiner = None
-        if config.refine == "contour":
+        self.refiner = self.depth_refiner = None
+        if config.refine == "contour" or config.use_depth:
             models = load_or_build_viewpoint_models(self.objects, config.viewpoints,
                                                     cache_dir=config.templates_cache, log=_log)
-            self.refiner = RegionRefiner(models, config.refinement, device=self.device)
+            if config.refine == "contour":
+                self.refiner = RegionRefiner(models, config.refinement, device=self.device)
+            if config.use_depth:
+                self.depth_refiner = DepthRefiner(models, config.depth, device=self.device)
         self.silhouettes = SilhouetteScorer(self.objects, device=self.device)
         self.pools = SymmetryPools(self.objects, device=self.device)
         center, _ = self.objects.coordinate_normalisation()
@@ -261,7 +270,10 @@ class Estimator:
         masks = None
         if self.last_detections is not None:
             masks = self.last_detections.masks
-        poses = self._coarse(image, K_dev, labels, xywh, masks, timer)
+        depth_dev = None
+        if depth is not None and self.depth_refiner is not None:
+            depth_dev = torch.from_numpy(depth).to(self.device)
+        poses = self._coarse(image, K_dev, labels, xywh, masks, depth_dev, timer)
         ok = poses.ok & (poses.quality >= cfg.min_pose_score)
         ok &= consistent_with_boxes(poses.R, poses.t, K_dev, xywh, self.centers[labels],
                                     self.diameters[labels],
@@ -288,7 +300,7 @@ class Estimator:
         return out
 
     def _coarse(self, image: Tensor, K: Tensor, labels: Tensor, xywh: Tensor,
-                masks: Tensor | None, timer: StageTimer) -> CoarsePoses:
+                masks: Tensor | None, depth: Tensor | None, timer: StageTimer) -> CoarsePoses:
         """Each instance's pose from CoordNet, the templates, or the better of both.
 
         Hypotheses: CoordNet's PnP pose (when it passes the inlier checks) and the
@@ -329,6 +341,10 @@ class Estimator:
             R, t, contour = self._refine(image, K, labels, R, t, ok, masks)
             q = contour * q  # geometry and appearance (PnP inliers, template similarity)
             timer.mark("refine")
+        if depth is not None and self.depth_refiner is not None:
+            R, t, agree = self._depth(depth, K, labels, R, t, ok, masks)
+            q = agree * q
+            timer.mark("depth")
         if masks is not None:  # the detector's, over the whole image
             mask_crops = crop_each(masks[:, None].float(), crop_boxes.float(),
                                    DEFAULT_MASK_CROP)[:, 0]
@@ -354,17 +370,21 @@ class Estimator:
         """Every hypothesis `R (B, H, 3, 3)`, `t (B, H, 3)` refined against the image,
         canonicalised again, and its contour agreement `(B, H)`."""
         B, H = R.shape[:2]
-        flat = labels[:, None].expand(-1, H).reshape(-1)
-        good = ok.reshape(-1)
-        # Unusable hypotheses (a failed PnP) get a harmless stand-in; they stay unusable.
-        R0 = torch.where(good[:, None, None], R.reshape(-1, 3, 3),
-                         torch.eye(3, dtype=R.dtype, device=R.device))
-        t0 = torch.where(good[:, None], t.reshape(-1, 3),
-                         torch.tensor([0.0, 0.0, 1.0], dtype=t.dtype, device=t.device))
-        owner = torch.arange(B, device=R.device)[:, None].expand(-1, H).reshape(-1)
+        flat, R0, t0, owner = _flatten_hypotheses(labels, R, t, ok)
         out = self.refiner(image, K, flat, R0, t0, masks, owner if masks is not None else None)
         R_c, t_c = self.pools.canonicalise(flat, out.R, out.t)
         return R_c.view(B, H, 3, 3), t_c.view(B, H, 3), out.contour.view(B, H)
+
+    def _depth(self, depth: Tensor, K: Tensor, labels: Tensor, R: Tensor, t: Tensor,
+               ok: Tensor, masks: Tensor | None) -> tuple[Tensor, Tensor, Tensor]:
+        """Every hypothesis `R (B, H, 3, 3)`, `t (B, H, 3)` aligned with and refined on the
+        depth image `(H, W)` metres, canonicalised again, and its depth agreement `(B, H)`."""
+        B, H = R.shape[:2]
+        flat, R0, t0, owner = _flatten_hypotheses(labels, R, t, ok)
+        out = self.depth_refiner(depth, K, flat, R0, t0, masks,
+                                 owner if masks is not None else None)
+        R_c, t_c = self.pools.canonicalise(flat, out.R, out.t)
+        return R_c.view(B, H, 3, 3), t_c.view(B, H, 3), out.score.view(B, H)
 
 
 @dataclass
@@ -376,6 +396,21 @@ class CoarsePoses:
     quality: Tensor  # (B,) in [0, 1]
     inliers: Tensor  # (B,) PnP inliers, 0 for a template pose
     ok: Tensor  # (B,) bool: a usable pose
+
+
+def _flatten_hypotheses(labels: Tensor, R: Tensor, t: Tensor, ok: Tensor
+                        ) -> tuple[Tensor, Tensor, Tensor, Tensor]:
+    """Hypotheses `R (B, H, 3, 3)`, `t (B, H, 3)` as `B * H` rows: their labels, poses and
+    owning instance. Unusable ones (`ok (B, H)` false, e.g. a failed PnP) get a harmless
+    stand-in; they stay unusable."""
+    B, H = R.shape[:2]
+    good = ok.reshape(-1)
+    R0 = torch.where(good[:, None, None], R.reshape(-1, 3, 3),
+                     torch.eye(3, dtype=R.dtype, device=R.device))
+    t0 = torch.where(good[:, None], t.reshape(-1, 3),
+                     torch.tensor([0.0, 0.0, 1.0], dtype=t.dtype, device=t.device))
+    owner = torch.arange(B, device=R.device)[:, None].expand(-1, H).reshape(-1)
+    return labels[owner], R0, t0, owner
 
 
 def _log(message: str) -> None:

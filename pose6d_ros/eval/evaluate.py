@@ -25,9 +25,11 @@ from pose6d_ros.core.objects import ObjectRegistry
 from pose6d_ros.core.symmetry import SymmetryPools
 from pose6d_ros.data.bop import (
     BopResult,
+    load_depth_scales,
     load_scene_camera,
     load_scene_gt,
     load_scene_gt_info,
+    read_depth,
     read_image,
     write_results_csv,
     write_rgb,
@@ -86,6 +88,7 @@ class EvalReport:
     results: list[BopResult] = field(default_factory=list)
     detections: list[ImageDetections] = field(default_factory=list)  # with the detector
     image_width: int = 640
+    depth_images: int = 0  # images whose depth the estimator was given
     seconds: float = 0.0
 
     def summary(self, diameters: np.ndarray) -> dict[str, Any]:
@@ -120,6 +123,7 @@ class EvalReport:
             "median_re_deg": float(np.median(re[fin])) if fin.any() else float("nan"),
             "median_te_mm": float(np.median(te[fin]) * 1e3) if fin.any() else float("nan"),
             "per_object": per_object, "detection": detection, "seconds": self.seconds,
+            "depth_images": self.depth_images,
             "calibration": (score_calibration(np.asarray(self.scores), hit,
                                               np.asarray(self.ok, bool))
                             if len(self.scores) == len(lab) else None),
@@ -200,11 +204,12 @@ def match_estimates(labels: np.ndarray, boxes: np.ndarray, poses: list[ObjectPos
 
 def evaluate(data: str | Path, estimator: Estimator, *, boxes: str = "gt",
              split: str | None = "test", progress: bool = True, max_images: int = 0,
-             overlays: str | Path | None = None) -> EvalReport:
+             overlays: str | Path | None = None, depth: bool = True) -> EvalReport:
     """Run `estimator` on every target instance of the dataset, on ground-truth boxes
     (`boxes="gt"`) or on the detector's (`"detector"`, matched to the targets by box
-    overlap; a target without a match counts as a failure). With `overlays`, an image of
-    the estimates is written there per image."""
+    overlap; a target without a match counts as a failure). With `depth`, an image's
+    `depth/IMID.png` is given to the estimator where the scene has one. With `overlays`, an
+    image of the estimates is written there per image."""
     from tqdm import tqdm
 
     if boxes not in ("gt", "detector"):
@@ -220,14 +225,19 @@ def evaluate(data: str | Path, estimator: Estimator, *, boxes: str = "gt",
         gts = load_scene_gt(scene / "scene_gt.json")
         infos = load_scene_gt_info(scene / "scene_gt_info.json")
         cams = load_scene_camera(scene / "scene_camera.json")
+        scales = load_depth_scales(scene / "scene_camera.json")
         for im_id in sorted(gts):
-            jobs.append((scene, im_id, gts[im_id], infos[im_id], cams[im_id]))
+            depth_path = scene / "depth" / f"{im_id:06d}.png"
+            depth_at = ((depth_path, scales.get(im_id, 1.0))
+                        if depth and depth_path.is_file() else None)
+            jobs.append((scene, im_id, gts[im_id], infos[im_id], cams[im_id], depth_at))
     if max_images:
         jobs = jobs[:max_images]
     if overlays is not None:
         Path(overlays).mkdir(parents=True, exist_ok=True)
     start = time.perf_counter()
-    for scene, im_id, gts, infos, K in tqdm(jobs, desc="eval", unit="img", disable=not progress):
+    for scene, im_id, gts, infos, K, depth_at in tqdm(jobs, desc="eval", unit="img",
+                                                      disable=not progress):
         targets = [(k, g) for k, g in enumerate(gts)
                    if g.obj_id in known and infos[k]["visib_fract"] >= MIN_VISIB_FRACT
                    and infos[k]["bbox_visib"][2] > 0]
@@ -240,8 +250,10 @@ def evaluate(data: str | Path, estimator: Estimator, *, boxes: str = "gt",
         target_boxes = np.array([infos[k]["bbox_visib"] for k, _ in targets], np.float64)
         given = (Boxes(torch.from_numpy(labels), torch.from_numpy(target_boxes).float())
                  if boxes == "gt" else None)
+        depth_m = read_depth(*depth_at) if depth_at is not None else None
+        report.depth_images += depth_m is not None
         t0 = time.perf_counter()
-        poses = estimator.estimate(image, K, given)
+        poses = estimator.estimate(image, K, given, depth=depth_m)
         elapsed = time.perf_counter() - t0
         if estimator.last_detections is not None:
             report.detections.append(_image_detections(estimator.last_detections, labels,

@@ -2,10 +2,11 @@
 
 For each of V directions on a sphere around the object, the mesh's silhouette is rendered
 once; `P` points spread evenly along its outer contour are lifted back onto the surface
-(model frame) with their outward contour normals. At run time nothing is rasterised: the
-view nearest the current pose's viewing direction gives points to project (as RBOT and
-SRT3D do). Models are cached beside the template banks, keyed by the mesh's bytes, units,
-symmetries and these settings.
+(model frame) with their outward contour normals, and `S` points spread over the visible
+surface with their normals (for the depth term, as ICG's depth modality). At run time
+nothing is rasterised: the view nearest the current pose's viewing direction gives points
+to project (as RBOT, SRT3D and ICG do). Models are cached beside the template banks, keyed
+by the mesh's bytes, units, symmetries and these settings.
 """
 
 from __future__ import annotations
@@ -27,6 +28,7 @@ from pose6d_ros.templates.bank import asset_key, default_cache_dir, load_asset, 
 from pose6d_ros.templates.viewpoints import look_at_rotations, sphere_directions
 
 KIND = "viewpoint_model"
+MODEL_FIELDS = ("name", "directions", "points", "normals", "surface", "surface_normals")
 
 
 @dataclass(frozen=True)
@@ -35,6 +37,7 @@ class ViewpointConfig:
 
     view_spacing_deg: float = 8.0  # views about this far apart (~650 on the sphere)
     points: int = 200  # contour points per view
+    surface_points: int = 200  # visible surface points per view (depth term)
     render_size: int = 256  # pixels of the square silhouette render
     max_faces: int = 4000  # mesh decimation for rendering
 
@@ -51,11 +54,14 @@ class ViewpointModel:
     directions: Tensor  # (V, 3) unit, model frame, from the object towards the camera
     points: Tensor  # (V, P, 3) float32 contour points, metres, model frame
     normals: Tensor  # (V, P, 3) float32 unit outward contour normals, model frame
+    surface: Tensor  # (V, S, 3) float32 visible surface points, metres, model frame
+    surface_normals: Tensor  # (V, S, 3) float32 unit outward surface normals, model frame
 
     def to_dict(self) -> dict[str, Any]:
         """Tensors and the name, safe for `torch.load(weights_only=True)`."""
         return {"name": self.name, "directions": self.directions, "points": self.points,
-                "normals": self.normals}
+                "normals": self.normals, "surface": self.surface,
+                "surface_normals": self.surface_normals}
 
 
 def contour_samples(mask: np.ndarray, count: int) -> tuple[np.ndarray, np.ndarray]:
@@ -80,6 +86,30 @@ def contour_samples(mask: np.ndarray, count: int) -> tuple[np.ndarray, np.ndarra
     return c[idx], normal
 
 
+def surface_samples(depth: np.ndarray, mask: np.ndarray, K_inv: np.ndarray, count: int,
+                    rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray]:
+    """`count` camera-frame points `(count, 3)` spread over the silhouette `mask (S, S)` of
+    a render's `depth (S, S)`, and their unit normals `(count, 3)` facing the camera."""
+    S = depth.shape[0]
+    ys, xs = np.mgrid[0:S, 0:S].astype(np.float64)
+    cloud = depth[..., None] * (np.stack([xs, ys, np.ones_like(xs)], -1) @ K_inv.T)
+    # Normals from central differences: only where both neighbours are on the object.
+    inner = cv2.erode(mask.astype(np.uint8), np.ones((5, 5), np.uint8)) > 0
+    if not inner.any():
+        inner = mask
+    dx = np.zeros_like(cloud)
+    dy = np.zeros_like(cloud)
+    dx[:, 1:-1] = cloud[:, 2:] - cloud[:, :-2]
+    dy[1:-1] = cloud[2:] - cloud[:-2]
+    normal = np.cross(dx, dy)
+    normal /= np.maximum(np.linalg.norm(normal, axis=-1, keepdims=True), 1e-12)
+    normal[(normal * cloud).sum(-1) > 0] *= -1
+    iy, ix = np.nonzero(inner)
+    pick = rng.permutation(len(iy))[:count]
+    pick = np.resize(pick, count)  # a tiny silhouette repeats points
+    return cloud[iy[pick], ix[pick]], normal[iy[pick], ix[pick]]
+
+
 def build_viewpoint_model(obj: ObjectModel, cfg: ViewpointConfig) -> ViewpointModel:
     """Render `obj`'s silhouette from every view and lift its contour (module docstring)."""
     from pose6d_ros.data.render import Instance, Lighting, Renderer, simplify_mesh
@@ -95,6 +125,9 @@ def build_viewpoint_model(obj: ObjectModel, cfg: ViewpointConfig) -> ViewpointMo
     views = look_at_rotations(dirs)
     points = np.zeros((len(views), cfg.points, 3))
     normals = np.zeros((len(views), cfg.points, 3))
+    surface = np.zeros((len(views), cfg.surface_points, 3))
+    surface_normals = np.zeros((len(views), cfg.surface_points, 3))
+    rng = np.random.default_rng(0)
     renderer = Renderer(S, S)
     try:
         renderer.add_mesh("obj", simplify_mesh(obj.mesh, cfg.max_faces))
@@ -107,11 +140,17 @@ def build_viewpoint_model(obj: ObjectModel, cfg: ViewpointConfig) -> ViewpointMo
             cam = z[:, None] * (np.concatenate([xy, np.ones((len(xy), 1))], 1) @ K_inv.T)
             points[v] = (cam - t) @ R  # R^T (cam - t), row-wise
             normals[v] = np.concatenate([n2, np.zeros((len(n2), 1))], 1) @ R
+            cloud, cloud_n = surface_samples(out.depth.astype(np.float64), mask, K_inv,
+                                             cfg.surface_points, rng)
+            surface[v] = (cloud - t) @ R
+            surface_normals[v] = cloud_n @ R
     finally:
         renderer.release()
     return ViewpointModel(name=obj.name, directions=torch.from_numpy(dirs).float(),
                           points=torch.from_numpy(points).float(),
-                          normals=torch.from_numpy(normals).float())
+                          normals=torch.from_numpy(normals).float(),
+                          surface=torch.from_numpy(surface).float(),
+                          surface_normals=torch.from_numpy(surface_normals).float())
 
 
 def load_or_build_viewpoint_models(objects: Sequence[ObjectModel], cfg: ViewpointConfig, *,
@@ -127,8 +166,7 @@ def load_or_build_viewpoint_models(objects: Sequence[ObjectModel], cfg: Viewpoin
         if path.is_file() and not rebuild:
             try:
                 data = load_asset(path, KIND, key, "viewpoint model")
-                models.append(ViewpointModel(name=data["name"], directions=data["directions"],
-                                             points=data["points"], normals=data["normals"]))
+                models.append(ViewpointModel(**{k: data[k] for k in MODEL_FIELDS}))
                 continue
             except WeightsError as exc:  # a damaged or stale cache file is rebuilt
                 if log is not None:
