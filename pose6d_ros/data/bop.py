@@ -17,6 +17,8 @@ from typing import Any
 import cv2
 import numpy as np
 
+from pose6d_ros.core.depth import depth_to_metres
+
 MM = 1e-3  # metres per BOP millimetre
 RESULTS_HEADER = ["scene_id", "im_id", "obj_id", "score", "R", "t", "time"]
 
@@ -183,10 +185,17 @@ def write_mask(path: str | Path, mask: np.ndarray) -> None:
 
 def read_depth(path: str | Path, depth_scale: float) -> np.ndarray:
     """`(H, W)` float32 depth in metres (0 = none) from a BOP 16-bit depth PNG."""
+    return read_depth_image(path, depth_scale * MM)
+
+
+def read_depth_image(path: str | Path, metres_per_unit: float) -> np.ndarray:
+    """`(H, W)` float32 metres (0 = none) from a depth image file: integer pixels (16-bit
+    PNG/TIFF) times `metres_per_unit`, floating-point ones (32-bit TIFF/EXR) as metres."""
     img = cv2.imread(str(path), cv2.IMREAD_ANYDEPTH)
-    if img is None:
-        raise BopFormatError(f"{path}: cannot read depth")
-    return img.astype(np.float32) * np.float32(depth_scale * MM)
+    if img is None or img.ndim != 2:
+        raise BopFormatError(f"{path}: cannot read a single-channel depth image")
+    scale = 1.0 if np.issubdtype(img.dtype, np.floating) else metres_per_unit
+    return depth_to_metres(img, scale)
 
 
 def write_depth(path: str | Path, depth: np.ndarray, depth_scale: float) -> None:

@@ -8,7 +8,8 @@ orientations. All sampling takes a `numpy.random.Generator`, so a seed fixes the
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+import numbers
+from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
 from typing import Any
@@ -58,6 +59,17 @@ class SynthConfig:
     blur_sigma: float = 1.2
     noise_std: float = 6.0
     jpeg_quality: tuple = (50, 95)
+    # Depth as an RGB-D camera reads it (pose6d_ros/data/depth_sensor.py); false: the
+    # renderer's exact object depth, 0 elsewhere.
+    depth_sensor: bool = True
+    depth_table_extent: float = 1.0  # metres around the world origin that read as table
+    depth_noise: tuple = (0.0012, 0.0019)  # (a, b): sigma(z) = a + b (z - 0.4)^2 metres
+    depth_edge_jump: float = 0.02  # metres across a 3x3 neighbourhood that make an edge
+    depth_edge_dropout: float = 0.6  # probability an edge pixel has no reading
+    depth_grey_range: tuple = (25, 245)  # grey levels (0-255) a reading needs ...
+    depth_grey_dropout: float = 0.8  # ... else dropped with this probability
+    depth_dropout: float = 0.005  # probability any pixel has no reading
+    depth_quantisation: float = 0.0025  # q: disparity steps of q z^2 metres at depth z
 
     @classmethod
     def from_yaml(cls, path: str | Path) -> SynthConfig:
@@ -110,6 +122,28 @@ class SynthConfig:
                        "must be >= 1")
         if not 1 <= self.jpeg_quality[0] <= self.jpeg_quality[1] <= 100:
             raise fail("jpeg_quality", "within 1..100")
+        self._check_depth(fail)
+
+    def _check_depth(self, fail: Callable[[str, str], SynthConfigError]) -> None:
+        """The `depth_*` fields; `fail(name, why)` builds the error."""
+        if not isinstance(self.depth_sensor, bool):
+            raise fail("depth_sensor", "expected true or false")
+        a, b = _pair(self.depth_noise, lambda why: fail("depth_noise", "expected [a, b]"))
+        if not (a >= 0 and b >= 0):
+            raise fail("depth_noise", "expected [a, b] with a, b >= 0 metres")
+        lo, hi = _pair(self.depth_grey_range, lambda why: fail("depth_grey_range", why))
+        if not 0 <= lo <= hi <= 255:  # False for NaN
+            raise fail("depth_grey_range", "expected [low, high] with 0 <= low <= high <= 255")
+        for name in ("depth_table_extent", "depth_quantisation"):
+            value = getattr(self, name)
+            if not (_is_number(value) and value >= 0):
+                raise fail(name, "expected a number >= 0")
+        if not (_is_number(self.depth_edge_jump) and self.depth_edge_jump > 0):
+            raise fail("depth_edge_jump", "expected a positive number of metres")
+        for name in ("depth_edge_dropout", "depth_grey_dropout", "depth_dropout"):
+            value = getattr(self, name)
+            if not (_is_number(value) and 0 <= value <= 1):
+                raise fail(name, "expected a probability within [0, 1]")
 
     def to_dict(self) -> dict[str, Any]:
         """Plain lists and numbers, for YAML/JSON."""
@@ -125,9 +159,13 @@ def _thaw(value: Any) -> Any:
 
 
 def _pair(value: Any, fail) -> tuple[float, float]:
-    if not isinstance(value, tuple) or len(value) != 2:
+    if not isinstance(value, tuple) or len(value) != 2 or not all(map(_is_number, value)):
         raise fail("expected [low, high]")
     return float(value[0]), float(value[1])
+
+
+def _is_number(value: Any) -> bool:
+    return isinstance(value, numbers.Real) and not isinstance(value, bool)
 
 
 @dataclass

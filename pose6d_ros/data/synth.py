@@ -1,12 +1,14 @@
 """`pose6d synth`: BOP-format synthetic training scenes rendered from the objects' meshes.
 
-Output, per scene `OUT/<split>/<scene_id:06d>/`: `rgb/IMID.jpg`, `depth/IMID.png`,
+Output, per scene `OUT/<split>/<scene_id:06d>/`: `rgb/IMID.jpg`, `depth/IMID.png` (as an
+RGB-D camera reads it unless `depth_sensor` is off, see `depth_sensor.py`),
 `mask/IMID_GTIDX.png` (full), `mask_visib/IMID_GTIDX.png`, `xyz/IMID_GTIDX.npz` (amodal
 object coordinates), `scene_gt.json`, `scene_gt_info.json`, `scene_camera.json`.
 `OUT/<split>/dataset.yaml` records the objects, seed and config. A scene is written to a
 hidden folder and renamed when complete, so an interrupted run resumes where it stopped.
 Scene `s` of a split draws its randomness from (seed, split, s) alone: the output does not
-depend on the number of workers, and splits never repeat each other's scenes.
+depend on the number of workers, and splits never repeat each other's scenes. Sensor depth
+draws from a stream of its own, so switching it leaves the colour images and poses as they are.
 """
 
 from __future__ import annotations
@@ -35,6 +37,7 @@ from pose6d_ros.data.bop import (
     write_rgb,
     write_xyz,
 )
+from pose6d_ros.data.depth_sensor import sensor_depth
 from pose6d_ros.data.render import Renderer, RenderOutput
 from pose6d_ros.data.scenes import (
     SynthConfig,
@@ -46,6 +49,7 @@ from pose6d_ros.data.scenes import (
 
 DEPTH_SCALE = 0.1  # depth PNG unit = 0.1 mm: up to 6.5 m
 MANIFEST = "dataset.yaml"
+DEPTH_STREAM = 1  # last seed word of a scene's sensor-depth generator
 
 
 class SynthError(RuntimeError):
@@ -113,6 +117,7 @@ class SceneWriter:
         """Render scene `scene_id` into `split_dir/<scene_id:06d>` (atomically)."""
         cfg = self.cfg
         rng = np.random.default_rng([self.seed, self.split_key, scene_id])
+        depth_rng = np.random.default_rng([self.seed, self.split_key, scene_id, DEPTH_STREAM])
         final = split_dir / f"{scene_id:06d}"
         tmp = split_dir / f".{scene_id:06d}.partial"
         shutil.rmtree(tmp, ignore_errors=True)
@@ -129,7 +134,8 @@ class SceneWriter:
             rgb = self._finish_image(rng, out)
             quality = int(rng.integers(cfg.jpeg_quality[0], cfg.jpeg_quality[1] + 1))
             write_rgb(tmp / "rgb" / f"{im_id:06d}.jpg", rgb, quality)
-            write_depth(tmp / "depth" / f"{im_id:06d}.png", out.depth, DEPTH_SCALE)
+            depth = sensor_depth(depth_rng, out.depth, rgb, view.K, view.T_cam_world, cfg)
+            write_depth(tmp / "depth" / f"{im_id:06d}.png", depth, DEPTH_SCALE)
             gts, infos = [], []
             for gt_idx, i in enumerate(labelled):
                 name = f"{im_id:06d}_{gt_idx:06d}"

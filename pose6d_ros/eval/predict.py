@@ -6,20 +6,24 @@ from __future__ import annotations
 import json
 import time
 from collections.abc import Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 import numpy as np
 import torch
 
 from pose6d_ros.core.camera import scale_intrinsics
+from pose6d_ros.core.depth import check_depth
 from pose6d_ros.core.draw import draw_poses
 from pose6d_ros.data.bop import (
+    MM,
     BopFormatError,
     BopResult,
     load_camera,
     load_camera_size,
+    load_depth_scales,
     load_scene_camera,
+    read_depth_image,
     read_image,
     write_results_csv,
     write_rgb,
@@ -39,6 +43,8 @@ class ImageItem:
     K: np.ndarray  # (3, 3)
     size: tuple[int, int] | None = None  # (width, height) K is for, where the camera says
     camera: Path | None = None  # the camera JSON K came from
+    depth: Path | None = None  # registered depth image, if any
+    metres_per_unit: float = 1e-3  # of the depth image's integer pixels
 
 
 @dataclass
@@ -100,6 +106,33 @@ def collect_images(inputs: Sequence[str | Path], camera: str | Path | None) -> l
     return items
 
 
+DEPTH_SUFFIXES = (".png", ".tif", ".tiff", ".exr")
+
+
+def attach_depth(items: Sequence[ImageItem], depth: str | Path, metres_per_unit: float
+                 ) -> list[ImageItem]:
+    """`items` with their depth images from `depth`: a BOP scene folder (`depth/IMID.png`,
+    its `scene_camera.json` depth_scale) or a folder of depth images named like the colour
+    images (integer pixels times `metres_per_unit`, floating-point ones in metres)."""
+    depth = Path(depth)
+    if not depth.is_dir():
+        raise FileNotFoundError(f"{depth}: no such depth folder or BOP scene")
+    scales: dict[int, float] = {}
+    folder = depth
+    if (depth / "scene_camera.json").is_file():
+        scales = load_depth_scales(depth / "scene_camera.json")
+        folder = depth / "depth"
+    out = []
+    for item in items:
+        stem = item.path.stem
+        found = [p for p in (folder / f"{stem}{s}" for s in DEPTH_SUFFIXES) if p.is_file()]
+        unit = scales[item.im_id] * MM if item.im_id in scales else metres_per_unit
+        # A missing file fails that image (reported, skipped), not the whole run.
+        out.append(replace(item, depth=found[0] if found else folder / f"{stem}.png",
+                           metres_per_unit=unit))
+    return out
+
+
 def pose_record(p: ObjectPose) -> dict:
     """A JSON-ready dict of one pose (t in metres, R row-major)."""
     return {"name": p.name, "object_id": p.object_id, "instance": p.instance,
@@ -142,8 +175,12 @@ def predict(estimator: Estimator, items: Sequence[ImageItem], out: str | Path, *
         try:
             rgb = read_image(item.path)
             K = intrinsics_for(item, rgb.shape[1], rgb.shape[0], scale=scale)
+            depth = None
+            if item.depth is not None:
+                depth = check_depth(read_depth_image(item.depth, item.metres_per_unit),
+                                    rgb.shape, str(item.depth))
             start = time.perf_counter()
-            poses = estimator.estimate(rgb, K)
+            poses = estimator.estimate(rgb, K, depth=depth)
             seconds = time.perf_counter() - start
         except (BopFormatError, ValueError, RuntimeError) as exc:
             summary.failed.append((item.path, str(exc)))
@@ -154,7 +191,9 @@ def predict(estimator: Estimator, items: Sequence[ImageItem], out: str | Path, *
         results += [BopResult(item.scene_id, item.im_id, p.object_id, p.score, p.R, p.t,
                               seconds) for p in poses]
         name = f"{item.scene_id:06d}_{item.im_id:06d}"
-        record = {"image": str(item.path), "scene_id": item.scene_id, "im_id": item.im_id,
+        record = {"image": str(item.path),
+                  "depth": str(item.depth) if item.depth is not None else None,
+                  "scene_id": item.scene_id, "im_id": item.im_id,
                   "K": K.tolist(), "seconds": round(seconds, 6),
                   "timings_ms": {k: round(v, 3) for k, v in
                                  (poses[0].timings if poses else {}).items()},

@@ -19,6 +19,7 @@ from pose6d_ros.data.bop import (
     read_mask,
     read_xyz,
 )
+from pose6d_ros.data.depth_sensor import table_depth
 from pose6d_ros.data.scenes import SynthConfig, SynthConfigError
 from pose6d_ros.data.synth import SynthError, generate
 from test.conftest import REPO, TINY
@@ -48,18 +49,16 @@ def test_layout_is_bop(synth_dir):
     assert manifest["seed"] == 3 and manifest["config"]["width"] == 320
 
 
-def test_scene_gt_masks_depth_and_coordinates_agree(synth_dir):
+def test_scene_gt_masks_and_coordinates_agree(synth_dir):
     checked = 0
     for scene in scenes(synth_dir):
         gts = load_scene_gt(scene / "scene_gt.json")
         infos = load_scene_gt_info(scene / "scene_gt_info.json")
         cams = load_scene_camera(scene / "scene_camera.json")
-        scales = load_depth_scales(scene / "scene_camera.json")
         for im_id, entries in gts.items():
             K = cams[im_id]
             rgb = read_image(scene / "rgb" / f"{im_id:06d}.jpg")
             assert rgb.shape == (240, 320, 3)
-            depth = read_depth(scene / "depth" / f"{im_id:06d}.png", scales[im_id])
             for k, gt in enumerate(entries):
                 name = f"{im_id:06d}_{k:06d}"
                 full = read_mask(scene / "mask" / f"{name}.png")
@@ -81,19 +80,91 @@ def test_scene_gt_masks_depth_and_coordinates_agree(synth_dir):
                 v, u = np.nonzero(visib)
                 assert (bx, by, bw, bh) == (u.min(), v.min(), np.ptp(u) + 1, np.ptp(v) + 1)
                 # Each coordinate, posed by scene_gt and projected by scene_camera, lands on
-                # the centre of its own pixel; its depth is the depth image's.
+                # the centre of its own pixel (depth: the depth tests below).
                 v, u = np.nonzero(full)
                 p = xyz[v - y0, u - x0].astype(np.float64) @ gt.R.T + gt.t
                 uv = p @ K.T
                 uv = uv[:, :2] / uv[:, 2:]
                 assert np.abs(uv - np.stack([u, v], 1)).max() < 5e-3
-                v, u = np.nonzero(visib)
-                p = xyz[v - y0, u - x0].astype(np.float64) @ gt.R.T + gt.t
-                assert np.abs(p[:, 2] - depth[v, u]).max() < scales[im_id] * MM
                 ox, oy, ow, oh = info["bbox_obj"]
                 assert ox <= bx and oy <= by and ox + ow >= bx + bw and oy + oh >= by + bh
                 checked += 1
     assert checked >= 10
+
+
+def visible_depths(scene):
+    """Per image and labelled instance: the camera z of its visible pixels by the ground
+    truth and by the depth PNG, `(N,)` and `(N,)` metres."""
+    gts = load_scene_gt(scene / "scene_gt.json")
+    scales = load_depth_scales(scene / "scene_camera.json")
+    for im_id, entries in gts.items():
+        depth = read_depth(scene / "depth" / f"{im_id:06d}.png", scales[im_id])
+        for k, gt in enumerate(entries):
+            name = f"{im_id:06d}_{k:06d}"
+            v, u = np.nonzero(read_mask(scene / "mask_visib" / f"{name}.png"))
+            (x0, y0, _, _), xyz = read_xyz(scene / "xyz" / f"{name}.npz")
+            p = xyz[v - y0, u - x0].astype(np.float64) @ gt.R.T + gt.t
+            yield p[:, 2], depth[v, u].astype(np.float64)
+
+
+def world_to_camera(scene, im_id):
+    """`(4, 4)` world-to-camera transform of an image, from scene_camera.json."""
+    cam = json.loads((scene / "scene_camera.json").read_text())[str(im_id)]
+    T = np.eye(4)
+    T[:3, :3] = np.reshape(cam["cam_R_w2c"], (3, 3))
+    T[:3, 3] = np.asarray(cam["cam_t_w2c"]) * MM
+    return T
+
+
+def sensor_tolerance(z):
+    """Five sigma of the default axial noise, half a disparity step and the PNG's unit at
+    depth `z` (metres, any shape)."""
+    cfg = SynthConfig()
+    a, b = cfg.depth_noise
+    return 5 * (a + b * (z - 0.4) ** 2) + 0.5 * cfg.depth_quantisation * z**2 + 1e-4
+
+
+def test_sensor_depth_reads_objects_within_noise_with_few_holes(synth_dir):
+    readings = pixels = 0
+    for scene in scenes(synth_dir):
+        for z, d in visible_depths(scene):
+            seen = d > 0
+            assert (np.abs(d - z)[seen] <= sensor_tolerance(z[seen])).all()
+            readings, pixels = readings + seen.sum(), pixels + len(z)
+    assert pixels > 1000 and 0.5 < readings / pixels < 0.99
+
+
+def test_sensor_depth_reads_the_table_around_objects(synth_dir):
+    on_table = table_pixels = 0
+    for scene in scenes(synth_dir):
+        cams = load_scene_camera(scene / "scene_camera.json")
+        scales = load_depth_scales(scene / "scene_camera.json")
+        for im_id, entries in load_scene_gt(scene / "scene_gt.json").items():
+            depth = read_depth(scene / "depth" / f"{im_id:06d}.png", scales[im_id])
+            table = table_depth(cams[im_id], world_to_camera(scene, im_id), *depth.shape, 1.0)
+            free = table > 0
+            for k in range(len(entries)):
+                free &= ~read_mask(scene / "mask" / f"{im_id:06d}_{k:06d}.png")
+            d, z = depth[free], table[free]
+            on_table += (np.abs(d - z) <= sensor_tolerance(z)).sum()
+            table_pixels += free.sum()
+    # Distractors, which have no masks, and dropouts hide some of the table.
+    assert table_pixels > 10000 and on_table / table_pixels > 0.6
+
+
+def test_depth_sensor_off_writes_the_exact_object_depth(synth_dir, tiny_config, tmp_path):
+    cfg = SynthConfig.from_dict({**SynthConfig.from_yaml(tiny_config).to_dict(),
+                                 "depth_sensor": False})
+    generate(OBJECTS, tmp_path, scenes=1, seed=3, cfg=cfg, progress=False)
+    clean, sensor = tmp_path / "train" / "000000", scenes(synth_dir)[0]
+    for z, d in visible_depths(clean):
+        assert (np.abs(d - z) < 0.1 * MM).all()
+    # Sensor depth draws from its own stream: the same images and poses either way.
+    assert (clean / "scene_gt.json").read_text() == (sensor / "scene_gt.json").read_text()
+    for f in sorted((clean / "rgb").iterdir()):
+        assert f.read_bytes() == (sensor / "rgb" / f.name).read_bytes()
+    for f in sorted((clean / "depth").iterdir()):
+        assert f.read_bytes() != (sensor / "depth" / f.name).read_bytes()
 
 
 def test_same_seed_same_dataset_with_any_number_of_workers(synth_dir, tiny_config, tmp_path):
@@ -102,8 +173,8 @@ def test_same_seed_same_dataset_with_any_number_of_workers(synth_dir, tiny_confi
     assert summary.scenes_written == 2 and summary.images == 6
     for a, b in zip(scenes(synth_dir), scenes(tmp_path), strict=True):
         assert (a / "scene_gt.json").read_text() == (b / "scene_gt.json").read_text()
-        for f in sorted((a / "rgb").iterdir()):
-            assert f.read_bytes() == (b / "rgb" / f.name).read_bytes()
+        for f in [*sorted((a / "rgb").iterdir()), *sorted((a / "depth").iterdir())]:
+            assert f.read_bytes() == (b / f.parent.name / f.name).read_bytes()
 
 
 def test_resume_after_interruption(tiny_config, tmp_path):

@@ -116,3 +116,41 @@ def test_image_size_against_the_camera_size_is_checked(synth_dir, tiny_weights, 
             assert str(camera) in printed
     record = json.loads((tmp_path / f"out1{2 * h}" / "json" / "000000_000001.json").read_text())
     np.testing.assert_allclose(record["K"][0][0], K[0], rtol=1e-6)  # scaled back to w x h
+
+
+def test_depth_from_a_scene_or_a_folder_reaches_the_estimator(synth_dir, tiny_weights,
+                                                              tmp_path, capsys):
+    """`--depth SCENE` pairs each image with the scene's depth/; `--depth DIR` with the file
+    of the same name, and a depth image of another size fails that image alone, named."""
+    import cv2
+
+    scene = sorted((synth_dir / "train").iterdir())[0]
+    out = tmp_path / "scene"
+    rc = main(["predict", "--images", str(scene), "--depth", str(scene), "--out", str(out),
+               "--quiet", "--no-overlays", *_weights(tiny_weights)])
+    assert rc == 0, capsys.readouterr()
+    records = [json.loads(p.read_text()) for p in sorted((out / "json").glob("*.json"))]
+    assert [r["depth"] for r in records] == [str(scene / "depth" / f"{i:06d}.png")
+                                             for i in range(3)]
+    depth_dir = tmp_path / "depth"
+    depth_dir.mkdir()
+    mm = np.full((240, 320), 800, np.uint16)
+    cv2.imwrite(str(depth_dir / "000000.png"), mm)
+    cv2.imwrite(str(depth_dir / "000001.png"), mm[:100])
+    out = tmp_path / "folder"
+    camera = _camera(scene, tmp_path)
+    rc = main(["predict", "--images", str(scene / "rgb"), "--camera", str(camera), "--depth",
+               str(depth_dir), "--out", str(out), "--quiet", "--no-overlays",
+               *_weights(tiny_weights)])
+    text = capsys.readouterr().out
+    assert rc == 1
+    assert "000001.png" in text and "register the depth" in text  # another size
+    assert "000002.png" in text and "cannot read" in text  # no such file
+    assert (out / "json" / "000000_000000.json").is_file()
+
+
+def _camera(scene, tmp_path):
+    camera = tmp_path / "camera.json"
+    K = np.array(json.loads((scene / "scene_camera.json").read_text())["0"]["cam_K"])
+    camera.write_text(json.dumps({"fx": K[0], "fy": K[4], "cx": K[2], "cy": K[5]}))
+    return camera
