@@ -2,6 +2,9 @@
 
     ros2 launch pose6d_ros pose.launch.py image_topic:=/camera/color/image_raw \
         camera_info_topic:=/camera/color/camera_info use_rviz:=true
+
+With registered depth (a RealSense with align_depth.enable:=true): add `use_depth:=true
+depth_topic:=/camera/aligned_depth_to_color/image_raw`.
 """
 
 from launch.actions import DeclareLaunchArgument, OpaqueFunction
@@ -25,6 +28,15 @@ def generate_launch_description() -> LaunchDescription:
                                           "use_compressed: true in the config file)."),
         DeclareLaunchArgument("camera_info_topic", default_value="camera_info",
                               description="sensor_msgs/CameraInfo topic of the same camera."),
+        DeclareLaunchArgument("depth_topic", default_value="depth",
+                              description="sensor_msgs/Image depth registered to the image "
+                                          "(16UC1, mono16 or 32FC1), read with use_depth, "
+                                          "e.g. /camera/aligned_depth_to_color/image_raw."),
+        DeclareLaunchArgument("use_depth", default_value="",
+                              description="true: also subscribe to depth_topic and refine "
+                                          "the poses with it; overrides the config file's "
+                                          "use_depth when given (empty: keep the config "
+                                          "file's)."),
         DeclareLaunchArgument("device", default_value="",
                               description="auto (CUDA when available, else CPU), cpu, cuda, "
                                           "cuda:N; overrides the config file's device when "
@@ -49,14 +61,19 @@ def generate_launch_description() -> LaunchDescription:
 
 
 def _pose_node(context: LaunchContext) -> list[Node]:
-    """pose_node; `device` is passed only when given, so the config file's otherwise holds."""
+    """pose_node; `device` and `use_depth` are passed only when given, so the config file's
+    otherwise hold."""
     device = LaunchConfiguration("device").perform(context)
+    use_depth = LaunchConfiguration("use_depth").perform(context)
     # value_type=str: launch would otherwise read `device:=0` as an integer, which the
     # node's string parameter refuses at start-up.
     overrides = [{"device": ParameterValue(device, value_type=str)}] if device else []
+    if use_depth:  # `true`/`false` as YAML reads them; anything else fails at launch
+        overrides.append({"use_depth": ParameterValue(use_depth, value_type=bool)})
     return [Node(
         package="pose6d_ros", executable="pose_node", name="pose_node",
         namespace=LaunchConfiguration("namespace"), output="screen",
         parameters=[LaunchConfiguration("config_file"), *overrides],
         remappings=[("image", LaunchConfiguration("image_topic")),
-                    ("camera_info", LaunchConfiguration("camera_info_topic"))])]
+                    ("camera_info", LaunchConfiguration("camera_info_topic")),
+                    ("depth", LaunchConfiguration("depth_topic"))])]

@@ -427,9 +427,11 @@ def _cmd_compare(args: argparse.Namespace) -> int:
 
 
 def _cmd_predict(args: argparse.Namespace) -> int:
-    from pose6d_ros.eval.predict import collect_images, predict
+    from pose6d_ros.eval.predict import attach_depth, collect_images, predict
 
     items = collect_images(args.images, args.camera)
+    if args.depth is not None:
+        items = attach_depth(items, args.depth, args.depth_scale)
     summary = predict(_estimator(args), items, args.out, overlays=not args.no_overlays,
                       progress=not args.quiet, scale=args.scale_intrinsics)
     print("\n".join(summary.lines()))
@@ -716,6 +718,10 @@ def build_parser() -> argparse.ArgumentParser:
     pr.add_argument("--scale-intrinsics", action="store_true",
                     help="images at another resolution than --camera's width x height (same "
                     "aspect ratio): scale the intrinsics instead of refusing the image")
+    pr.add_argument("--depth", type=Path, help="registered depth: a BOP scene folder (its "
+                    "depth/) or a folder of depth images named like the colour images")
+    pr.add_argument("--depth-scale", type=float, default=1e-3, help="metres per unit of "
+                    "16-bit depth images outside a BOP scene (default 0.001: millimetres)")
     pr.add_argument("--no-overlays", action="store_true")
     pr.add_argument("--quiet", action="store_true", help="no progress bar")
     pr.set_defaults(func=_cmd_predict)

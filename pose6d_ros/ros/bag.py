@@ -1,10 +1,11 @@
 """`pose6d bag`: the node's offline twin on rosbag2 files (mcap or sqlite3), through rosbags.
 
-Each image of the input bag is paired with the camera_info nearest in stamp (within `slop`)
-and goes through the node's own `FrameProcessor`; the outputs are written, with the image's
-log time, into a new bag that `ros2 bag play` and Foxglove open: `detections`, `poses`,
-`/tf`, `markers`, latched `label_info` and `object_info`, `/diagnostics` at the end, and a
-copy of the input image and camera_info topics.
+Each image of the input bag is paired with the camera_info nearest in stamp (within `slop`),
+with `depth_topic` also with the depth image nearest in stamp (within `slop`; without one it
+is processed RGB-only), and goes through the node's own `FrameProcessor`; the outputs are
+written, with the image's log time, into a new bag that `ros2 bag play` and Foxglove open:
+`detections`, `poses`, `/tf`, `markers`, latched `label_info` and `object_info`,
+`/diagnostics` at the end, and a copy of the input image, camera_info and depth topics.
 """
 
 from __future__ import annotations
@@ -23,6 +24,8 @@ from pose6d_ros.ros.frame_processor import FrameProcessor, Rejected
 
 IMAGE_TYPES = ("sensor_msgs/msg/Image", "sensor_msgs/msg/CompressedImage")
 INFO_TYPE = "sensor_msgs/msg/CameraInfo"
+DEPTH_TYPE = "sensor_msgs/msg/Image"
+SAMPLE_DEPTH_TOPIC = "/camera/aligned_depth_to_color/image_raw"  # as realsense2_camera names it
 BAG_VERSION = 8  # rosbag2 metadata version that Humble's reader and newer ones accept
 SAMPLE_START_NS = 1_700_000_000 * 10**9  # stamp of a sample bag's first image
 
@@ -37,6 +40,7 @@ class BagSummary:
 
     images: int = 0
     processed: int = 0
+    with_depth: int = 0  # processed with a depth image
     instances: int = 0
     rejected: Counter = field(default_factory=Counter)  # kind -> images
     written: Counter = field(default_factory=Counter)  # output topic -> messages
@@ -89,12 +93,13 @@ class _Out:
 
 
 def process_bag(src: str | Path, dst: str | Path, processor: FrameProcessor, store: Any, *,
-                image_topic: str, info_topic: str, slop: float = 0.05, storage: str = "mcap",
-                namespace: str = "", copy_input: bool = True, debug_image: bool = False
-                ) -> BagSummary:
+                image_topic: str, info_topic: str, depth_topic: str | None = None,
+                slop: float = 0.05, storage: str = "mcap", namespace: str = "",
+                copy_input: bool = True, debug_image: bool = False) -> BagSummary:
     """Run `processor` on every image of bag `src`; write the outputs into the new bag `dst`.
 
-    `store` is the rosbags typestore the processor's message types come from.
+    `store` is the rosbags typestore the processor's message types come from; with
+    `depth_topic` each image also gets the depth image nearest in stamp within `slop`.
     """
     from rosbags.rosbag2 import Reader, ReaderError, WriterError
 
@@ -103,8 +108,9 @@ def process_bag(src: str | Path, dst: str | Path, processor: FrameProcessor, sto
         raise BagError(f"{src}: cannot read bag: no such file or folder")
     summary = BagSummary()
     try:
-        with Reader(src) as reader, _writer(dst, storage) as writer:
-            _process(reader, writer, processor, store, summary, src=src,
+        with (Reader(src) as reader, _writer(dst, storage) as writer,
+              _DepthIndex(src, store, depth_topic, slop) as depths):
+            _process(reader, writer, processor, store, summary, depths, src=src,
                      image_topic=image_topic, info_topic=info_topic, slop=slop,
                      namespace=namespace, copy_input=copy_input, debug_image=debug_image)
     except ReaderError as exc:
@@ -124,11 +130,69 @@ def _time(store: Any, ns: int) -> Any:
     return store.types["builtin_interfaces/msg/Time"](sec=ns // 10**9, nanosec=ns % 10**9)
 
 
+class _DepthIndex:
+    """The depth images of a bag by stamp, read one at a time when an image needs one.
+
+    Only the stamps stay in memory (depth images are large); the message itself is read
+    again, through a reader of its own, by its log time.
+    """
+
+    def __init__(self, src: Path, store: Any, topic: str | None, slop: float) -> None:
+        self.src, self.store, self.topic, self.slop = src, store, topic, slop
+        self.reader: Any = None
+        self.connections: list = []
+        self.stamps = np.zeros(0, np.int64)  # header stamps (ns), sorted
+        self.log_times = np.zeros(0, np.int64)  # the same messages' log times
+
+    def __enter__(self) -> _DepthIndex:
+        if self.topic is None:
+            return self
+        from rosbags.rosbag2 import Reader
+
+        self.reader = Reader(self.src)
+        self.reader.open()
+        try:
+            self.connections = _connections(self.reader, self.src, self.topic, (DEPTH_TYPE,))
+            stamps, logs = [], []
+            for conn, timestamp, raw in self.reader.messages(connections=self.connections):
+                stamps.append(m.stamp_ns(self.store.deserialize_cdr(raw, conn.msgtype).header))
+                logs.append(timestamp)
+        except BaseException:
+            self.reader.close()
+            raise
+        order = np.argsort(np.asarray(stamps, np.int64), kind="stable")
+        self.stamps = np.asarray(stamps, np.int64)[order]
+        self.log_times = np.asarray(logs, np.int64)[order]
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        if self.reader is not None:
+            self.reader.close()
+
+    def nearest(self, stamp: int) -> Any | None:
+        """The depth image nearest in stamp to `stamp` (ns) within the slop, or None."""
+        j = _nearest_index(self.stamps, stamp, self.slop)
+        if j is None:
+            return None
+        log = int(self.log_times[j])
+        for conn, _, raw in self.reader.messages(connections=self.connections, start=log,
+                                                 stop=log + 1):
+            msg = self.store.deserialize_cdr(raw, conn.msgtype)
+            if m.stamp_ns(msg.header) == int(self.stamps[j]):
+                return msg
+        return None
+
+
 def _process(reader: Any, writer: Any, processor: FrameProcessor, store: Any,
-             summary: BagSummary, *, src: Path, image_topic: str, info_topic: str, slop: float,
-             namespace: str, copy_input: bool, debug_image: bool) -> None:
+             summary: BagSummary, depths: _DepthIndex, *, src: Path, image_topic: str,
+             info_topic: str, slop: float, namespace: str, copy_input: bool,
+             debug_image: bool) -> None:
     image_conns = _connections(reader, src, image_topic, IMAGE_TYPES)
     info_conns = _connections(reader, src, info_topic, (INFO_TYPE,))
+    depth_conns = ([c for c in reader.connections if c.topic == depths.topic]
+                   if depths.topic is not None else [])
+    for stamp in depths.stamps:
+        processor.pairing.depth(int(stamp))
     infos = [store.deserialize_cdr(raw, c.msgtype)
              for c, _, raw in reader.messages(connections=info_conns)]
     info_stamps = np.array([m.stamp_ns(i.header) for i in infos], np.int64)
@@ -139,7 +203,7 @@ def _process(reader: Any, writer: Any, processor: FrameProcessor, store: Any,
 
     out = _Out(writer, store, namespace, summary)
     copies = {c.id: writer.add_connection(c.topic, c.msgtype, typestore=store)
-              for c in (image_conns + info_conns if copy_input else [])}
+              for c in (image_conns + info_conns + depth_conns if copy_input else [])}
     Header = store.types["std_msgs/msg/Header"]
     start = reader.start_time
     out.write("label_info", processor.label_info(Header(stamp=_time(store, start),
@@ -147,7 +211,8 @@ def _process(reader: Any, writer: Any, processor: FrameProcessor, store: Any,
     out.write("object_info", processor.object_info(), start, latched=True)
     last = start
     image_ids = {c.id for c in image_conns}
-    for conn, timestamp, raw in reader.messages(connections=image_conns + info_conns):
+    for conn, timestamp, raw in reader.messages(connections=image_conns + info_conns
+                                                + (depth_conns if copy_input else [])):
         if conn.id in copies:
             writer.write(copies[conn.id], timestamp, raw)
         if conn.id not in image_ids:
@@ -160,12 +225,14 @@ def _process(reader: Any, writer: Any, processor: FrameProcessor, store: Any,
         if info is None:
             summary.rejected["no_camera_info"] += 1
             continue
-        processor.pairing.pair()
-        result = processor.process(image, info, debug_image=debug_image)
+        depth = depths.nearest(m.stamp_ns(image.header)) if depths.topic is not None else None
+        processor.pairing.pair(with_depth=depth is not None)
+        result = processor.process(image, info, depth, debug_image=debug_image)
         if isinstance(result, Rejected):
             summary.rejected[result.kind] += 1
             continue
         summary.processed += 1
+        summary.with_depth += int(depth is not None)
         summary.instances += len(result.poses)
         out.write("detections", result.detections, timestamp)
         out.write("poses", result.pose_array, timestamp)
@@ -195,25 +262,35 @@ def _connections(reader: Any, path: Path, topic: str, msgtypes: tuple[str, ...])
 
 def _nearest(infos: list, stamps: np.ndarray, stamp: int, slop: float) -> Any | None:
     """The camera_info nearest in stamp to `stamp` (ns), if within `slop` seconds."""
+    best = _nearest_index(stamps, stamp, slop)
+    return None if best is None else infos[best]
+
+
+def _nearest_index(stamps: np.ndarray, stamp: int, slop: float) -> int | None:
+    """Index of the entry of sorted `stamps (N,)` (ns) nearest to `stamp`, if within `slop`
+    seconds."""
     i = int(np.searchsorted(stamps, stamp))
     near = [j for j in (i - 1, i) if 0 <= j < len(stamps)]
     if not near:
         return None
     best = min(near, key=lambda j: abs(int(stamps[j]) - stamp))
-    return infos[best] if abs(int(stamps[best]) - stamp) <= slop * 1e9 else None
+    return best if abs(int(stamps[best]) - stamp) <= slop * 1e9 else None
 
 
 def make_sample_bag(scene: str | Path, dst: str | Path, store: Any, *,
                     image_topic: str = "/camera/image_raw",
                     info_topic: str = "/camera/camera_info",
+                    depth_topic: str = SAMPLE_DEPTH_TOPIC,
                     frame_id: str = "camera_optical_frame", rate_hz: float = 2.0,
                     storage: str = "mcap") -> int:
     """A bag of the images of a BOP scene folder (`rgb/`, `scene_camera.json`) as rgb8 Image
-    + CameraInfo pairs at `rate_hz`; the nearest README.md (the data's attribution and
-    license) is copied beside it as ATTRIBUTION.md. Returns the number of images."""
+    + CameraInfo pairs at `rate_hz`, and where the scene has `depth/`, each image's depth as
+    a 16UC1 millimetre Image (same stamp and frame) on `depth_topic`; the nearest README.md
+    (the data's attribution and license) is copied beside it as ATTRIBUTION.md. Returns the
+    number of images."""
     from rosbags.rosbag2 import WriterError
 
-    from pose6d_ros.data.bop import load_scene_camera, read_image
+    from pose6d_ros.data.bop import load_depth_scales, load_scene_camera, read_depth, read_image
 
     scene, dst = Path(scene), Path(dst)
     cameras = load_scene_camera(scene / "scene_camera.json")
@@ -222,6 +299,8 @@ def make_sample_bag(scene: str | Path, dst: str | Path, store: Any, *,
     ids = sorted(set(files) & set(cameras))
     if not ids:
         raise BagError(f"{scene}: no images in rgb/ with an entry in scene_camera.json")
+    depth_files = {int(p.stem): p for p in sorted((scene / "depth").glob("*.png"))}
+    depth_scales = load_depth_scales(scene / "scene_camera.json") if depth_files else {}
     types = m.rosbags_types(store)
     readme = next((d / "README.md" for d in (scene, *scene.parents[:2])
                    if (d / "README.md").is_file()), None)
@@ -231,6 +310,8 @@ def make_sample_bag(scene: str | Path, dst: str | Path, store: Any, *,
             c_image = writer.add_connection(image_topic, "sensor_msgs/msg/Image",
                                             typestore=store)
             c_info = writer.add_connection(info_topic, INFO_TYPE, typestore=store)
+            c_depth = (writer.add_connection(depth_topic, DEPTH_TYPE, typestore=store)
+                       if set(ids) & set(depth_files) else None)
             for k, im_id in enumerate(ids):
                 rgb = read_image(files[im_id])
                 h, w = rgb.shape[:2]
@@ -244,6 +325,11 @@ def make_sample_bag(scene: str | Path, dst: str | Path, store: Any, *,
                     p=np.hstack([K, np.zeros((3, 1))]).reshape(-1))
                 writer.write(c_image, stamp, store.serialize_cdr(image, image.__msgtype__))
                 writer.write(c_info, stamp, store.serialize_cdr(info, info.__msgtype__))
+                if c_depth is not None and im_id in depth_files:
+                    metres = read_depth(depth_files[im_id], depth_scales[im_id])  # (H, W)
+                    mm = np.clip(np.round(metres * 1000.0), 0, 65535).astype(np.uint16)
+                    depth = m.depth_image_msg(types, header, mm)
+                    writer.write(c_depth, stamp, store.serialize_cdr(depth, depth.__msgtype__))
     except WriterError as exc:
         raise BagError(f"{dst}: cannot write bag: {exc}") from exc
     if readme is not None:
@@ -261,9 +347,13 @@ def run(args: Any) -> int:
         store = m.rosbags_typestore(args.distro)
         if args.make_sample is not None:
             scene = Path(args.make_sample or sample_scene())
+            depth_topic = args.depth_topic or SAMPLE_DEPTH_TOPIC
             n = make_sample_bag(scene, args.out, store, image_topic=args.image_topic,
-                                info_topic=args.info_topic, storage=args.storage)
-            print(f"wrote {args.out}: {n} images on {args.image_topic} and {args.info_topic}")
+                                info_topic=args.info_topic, depth_topic=depth_topic,
+                                storage=args.storage)
+            depth = f" (depth on {depth_topic})" if (scene / "depth").is_dir() else ""
+            print(f"wrote {args.out}: {n} images on {args.image_topic} and "
+                  f"{args.info_topic}{depth}")
             return 0
         if args.input is None:
             raise BagError("give the input bag (or --make-sample)")
@@ -273,14 +363,18 @@ def run(args: Any) -> int:
                                                 "templates_cache", "refine", "device")}
         settings = settings_from_dict({k: str(v) for k, v in flags.items() if v is not None},
                                       base=settings)
+        if args.depth_topic:  # frames without a depth image nearby are counted
+            settings = settings_from_dict({"use_depth": True}, base=settings)
         estimator, error = load_estimator(settings)
         if estimator is None:
             raise BagError(str(error))
         processor = FrameProcessor(m.rosbags_types(store), settings, estimator.objects,
                                    estimator=estimator, image_topic=args.image_topic,
-                                   info_topic=args.info_topic)
+                                   info_topic=args.info_topic,
+                                   depth_topic=args.depth_topic or "depth")
         summary = process_bag(args.input, args.out, processor, store,
                               image_topic=args.image_topic, info_topic=args.info_topic,
+                              depth_topic=args.depth_topic,
                               slop=settings.sync_slop if args.slop is None else args.slop,
                               storage=args.storage, namespace=args.namespace,
                               copy_input=not args.no_copy_input, debug_image=args.debug_image)
@@ -288,8 +382,10 @@ def run(args: Any) -> int:
         print(f"pose6d: error: bag: {exc}", file=sys.stderr)
         return 2
     rejected = ", ".join(f"{k} {v}" for k, v in sorted(summary.rejected.items())) or "none"
+    depth = f", {summary.with_depth} with depth" if args.depth_topic else ""
     print(f"bag {args.input} -> {args.out} ({args.storage}): {summary.images} images, "
-          f"{summary.processed} processed, {summary.instances} instances; rejected: {rejected}")
+          f"{summary.processed} processed, {summary.instances} instances{depth}; "
+          f"rejected: {rejected}")
     for topic, count in sorted(summary.written.items()):
         print(f"  {topic:<24} {count:>6} messages")
     return 0 if summary.processed else 1

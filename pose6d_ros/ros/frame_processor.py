@@ -1,9 +1,11 @@
-"""The pose node's callback, free of rclpy: (image, camera_info) in, every output message out.
+"""The pose node's callback, free of rclpy: (image, camera_info[, depth]) in, every output
+message out.
 
-`FrameProcessor.process` decodes and checks the pair, runs the estimator, drops non-finite
-poses, keeps instance indices and symmetry choices stable over time (SymmetryTracker) and
-builds the output messages with the image's header. A bad frame is rejected with a reason
-and counted; nothing raises out, so the node keeps running. `pose6d bag` calls the same code.
+`FrameProcessor.process` decodes and checks the pair (and the registered depth image, when
+one comes with it), runs the estimator, drops non-finite poses, keeps instance indices and
+symmetry choices stable over time (SymmetryTracker) and builds the output messages with the
+image's header. A bad frame is rejected with a reason and counted; nothing raises out, so
+the node keeps running. `pose6d bag` calls the same code.
 """
 
 from __future__ import annotations
@@ -22,6 +24,7 @@ import numpy as np
 import torch
 
 from pose6d_ros.core.camera import scale_intrinsics
+from pose6d_ros.core.depth import DepthError
 from pose6d_ros.core.draw import draw_poses
 from pose6d_ros.core.objects import ObjectRegistry
 from pose6d_ros.core.timing import StageTimer
@@ -42,7 +45,8 @@ class EstimatorLike(Protocol):
     objects: ObjectRegistry
     device: torch.device
 
-    def estimate(self, rgb: np.ndarray, K: np.ndarray) -> list[ObjectPose]: ...
+    def estimate(self, rgb: np.ndarray, K: np.ndarray, *, depth: np.ndarray | None = None
+                 ) -> list[ObjectPose]: ...
 
 
 def import_class(spec: str) -> type:
@@ -76,6 +80,15 @@ def scale_input(rgb: np.ndarray, K: np.ndarray, scale: float) -> tuple[np.ndarra
     return out, scale_intrinsics(torch.from_numpy(K), nw / w, nh / h).numpy()
 
 
+def scale_depth(depth: np.ndarray, size: tuple[int, int]) -> np.ndarray:
+    """`depth (H, W)` metres resized to `size` (height, width) by nearest neighbour, which
+    never blends readings across an object's edge or with holes (0)."""
+    h, w = size
+    if depth.shape == (h, w):
+        return depth
+    return cv2.resize(depth, (w, h), interpolation=cv2.INTER_NEAREST)
+
+
 @dataclass(frozen=True)
 class Rejected:
     """A frame that was not processed: `kind` (counted) and a one-line reason."""
@@ -98,18 +111,21 @@ class FrameOutputs:
 
 
 class InputPairing:
-    """Arrivals on the image and camera_info topics against the pairs made of them: what
-    found no partner within `slop`, and the stamp offset between the two topics. The node's
-    raw subscriptions and its synchroniser (or `pose6d bag`) report here; thread-safe."""
+    """Arrivals on the image and camera_info (and, with `depth`, depth) topics against the
+    pairs made of them: what found no partner within `slop`, and the stamp offset between
+    the topics. The node's raw subscriptions and its synchroniser (or `pose6d bag`) report
+    here; thread-safe."""
 
     KEEP = 32  # recent stamps per topic, for the offset seen
 
-    def __init__(self, slop: float) -> None:
+    def __init__(self, slop: float, *, depth: bool = False) -> None:
         self.slop = slop
-        self.images = self.infos = self.paired = 0
+        self.use_depth = depth
+        self.images = self.infos = self.depths = self.paired = self.depth_paired = 0
         self._window = [0, 0, 0]  # images, infos, pairs since the last `window()`
-        self._stamps: tuple[deque[int], deque[int]] = (deque(maxlen=self.KEEP),
-                                                       deque(maxlen=self.KEEP))
+        self._depth_window = 0  # depths since the last `window()`
+        self._stamps: tuple[deque[int], deque[int], deque[int]] = (
+            deque(maxlen=self.KEEP), deque(maxlen=self.KEEP), deque(maxlen=self.KEEP))
         self._lock = threading.Lock()
 
     def image(self, stamp_ns: int) -> None:
@@ -126,35 +142,55 @@ class InputPairing:
             self._window[1] += 1
             self._stamps[1].append(stamp_ns)
 
-    def pair(self) -> None:
-        """An image and a camera_info were paired."""
+    def depth(self, stamp_ns: int) -> None:
+        """A depth image arrived."""
+        with self._lock:
+            self.depths += 1
+            self._depth_window += 1
+            self._stamps[2].append(stamp_ns)
+
+    def pair(self, *, with_depth: bool = False) -> None:
+        """An image and a camera_info were paired (`with_depth`: and a depth image)."""
         with self._lock:
             self.paired += 1
+            self.depth_paired += int(with_depth)
             self._window[2] += 1
 
     def window(self) -> tuple[int, int, int]:
-        """Images, camera_infos and pairs since the last call."""
+        """Images, camera_infos and pairs since the last call (see `depth_window`)."""
         with self._lock:
             out = tuple(self._window)
             self._window = [0, 0, 0]
         return out  # type: ignore[return-value]
 
-    def offset_s(self) -> float | None:
-        """The smallest stamp difference (s) between recent images and camera_infos."""
+    def depth_window(self) -> int:
+        """Depth images since the last call."""
         with self._lock:
-            images, infos = list(self._stamps[0]), list(self._stamps[1])
-        if not images or not infos:
+            out, self._depth_window = self._depth_window, 0
+        return out
+
+    def offset_s(self, other: str = "info") -> float | None:
+        """The smallest stamp difference (s) between recent images and camera_infos
+        (`other` "info") or depth images ("depth")."""
+        with self._lock:
+            images = list(self._stamps[0])
+            others = list(self._stamps[1 if other == "info" else 2])
+        if not images or not others:
             return None
-        diff = np.abs(np.asarray(images, np.int64)[:, None] - np.asarray(infos, np.int64))
+        diff = np.abs(np.asarray(images, np.int64)[:, None] - np.asarray(others, np.int64))
         return float(diff.min()) * 1e-9
 
     def values(self) -> dict[str, int]:
         """Diagnostics counters: arrivals, pairs, and what is (still) unpaired."""
         with self._lock:
-            return {"frames_arrived": self.images, "camera_infos_arrived": self.infos,
-                    "frames_paired": self.paired,
-                    "frames_unpaired": max(0, self.images - self.paired),
-                    "camera_infos_unpaired": max(0, self.infos - self.paired)}
+            out = {"frames_arrived": self.images, "camera_infos_arrived": self.infos,
+                   "frames_paired": self.paired,
+                   "frames_unpaired": max(0, self.images - self.paired),
+                   "camera_infos_unpaired": max(0, self.infos - self.paired)}
+            if self.use_depth or self.depths:
+                out.update(depths_arrived=self.depths,
+                           depths_unpaired=max(0, self.depths - self.depth_paired))
+            return out
 
 
 @dataclass
@@ -165,6 +201,8 @@ class FrameStats:
     dropped: int = 0  # replaced in the newest-frame slot before processing
     rejected: Counter = field(default_factory=Counter)  # kind -> frames
     nan_poses: int = 0  # non-finite poses from the estimator, dropped
+    with_depth: int = 0  # processed frames that came with a depth image
+    without_depth: int = 0  # processed RGB-only although use_depth is on (no depth came)
     instances: int = 0  # in the last processed frame
     last_error: str = ""
     last_rejected: bool = False
@@ -179,6 +217,8 @@ class FrameStats:
                    "frames_dropped": self.dropped,
                    "frames_rejected": sum(self.rejected.values()),
                    **{f"rejected_{k}": v for k, v in sorted(self.rejected.items())},
+                   "frames_with_depth": self.with_depth,
+                   "frames_without_depth": self.without_depth,
                    "nan_poses_dropped": self.nan_poses, "instances": self.instances,
                    "rate_hz": f"{self.rate_hz:.2f}",
                    **{f"latency_{k}_ms": f"{v:.1f}" for k, v in self.latency_ms.items()},
@@ -187,18 +227,20 @@ class FrameStats:
 
 
 class FrameProcessor:
-    """(image, camera_info) -> FrameOutputs, for the node and `pose6d bag` alike."""
+    """(image, camera_info[, depth]) -> FrameOutputs, for the node and `pose6d bag` alike."""
 
     def __init__(self, types: m.MessageTypes, settings: PoseSettings, objects: ObjectRegistry,
                  *, estimator: EstimatorLike | None = None, estimator_error: str | None = None,
                  image_topic: str = "image", info_topic: str = "camera_info",
-                 clock: Callable[[], float] = time.monotonic) -> None:
+                 depth_topic: str = "depth", clock: Callable[[], float] = time.monotonic
+                 ) -> None:
         """`objects` serve the metadata and the tracker until an estimator brings its own."""
         self.types = types
         self.settings = settings
         self.image_topic, self.info_topic = image_topic, info_topic
+        self.depth_topic = depth_topic
         self.stats = FrameStats()
-        self.pairing = InputPairing(settings.sync_slop)
+        self.pairing = InputPairing(settings.sync_slop, depth=settings.use_depth)
         self.unpaired_warning: str | None = None  # set by `diagnostics` while nothing pairs
         self._clock = clock
         self._last_done: float | None = None
@@ -232,9 +274,11 @@ class FrameProcessor:
         with self.stats.lock:
             self.stats.dropped += count
 
-    def process(self, image: Any, info: Any, *, debug_image: bool = False
-                ) -> FrameOutputs | Rejected:
-        """Process one synchronised pair; `debug_image` also draws the overlay."""
+    def process(self, image: Any, info: Any, depth: Any | None = None, *,
+                debug_image: bool = False) -> FrameOutputs | Rejected:
+        """Process one synchronised pair, with its registered `depth` image (sensor_msgs
+        Image) when given; `debug_image` also draws the overlay. A depth image that cannot
+        be used rejects the frame (kind "depth")."""
         s = self.settings
         timer = StageTimer(None)
         try:
@@ -242,6 +286,8 @@ class FrameProcessor:
             m.check_pair(image.header, rgb.shape[:2], info, image_topic=self.image_topic,
                          info_topic=self.info_topic)
             K = m.camera_matrix(info, rectified=s.rectified, topic=self.info_topic)
+            depth_m = None if depth is None else m.decode_depth(
+                depth, rgb.shape, scale=s.depth_scale, topic=self.depth_topic)  # (H, W) m
             estimator = self.estimator
             if estimator is None:
                 raise m.FrameError("no_estimator", f"no estimator: {self.estimator_error}")
@@ -254,7 +300,13 @@ class FrameProcessor:
             estimator.config.max_centre_offset = s.max_centre_offset
             estimator.config.max_instances = s.max_instances
             try:
-                poses = list(estimator.estimate(rgb_in, K_in))
+                if depth_m is None:  # estimators without depth support keep working
+                    poses = list(estimator.estimate(rgb_in, K_in))
+                else:
+                    poses = list(estimator.estimate(
+                        rgb_in, K_in, depth=scale_depth(depth_m, rgb_in.shape[:2])))
+            except DepthError as exc:
+                raise m.FrameError("depth", f"{self.depth_topic}: {exc}") from exc
             except Exception as exc:  # one bad frame must not stop the node
                 raise m.FrameError("estimator", f"estimator failed: {type(exc).__name__}: "
                                                 f"{exc}") from exc
@@ -275,7 +327,7 @@ class FrameProcessor:
         except Exception as exc:  # e.g. a pose of an object the catalog lacks
             return self._reject("output", f"cannot build the outputs: {type(exc).__name__}: "
                                           f"{exc}")
-        self._record(timer, poses, nan_count)
+        self._record(timer, poses, nan_count, with_depth=depth_m is not None)
         return outputs
 
     def _reject(self, kind: str, reason: str) -> Rejected:
@@ -309,7 +361,8 @@ class FrameProcessor:
                      if s.publish_markers else None),
             debug_image=None)
 
-    def _record(self, timer: StageTimer, poses: list[ObjectPose], nan_count: int) -> None:
+    def _record(self, timer: StageTimer, poses: list[ObjectPose], nan_count: int, *,
+                with_depth: bool) -> None:
         now = self._clock()
         stages = dict(timer.ms, total=timer.total_ms())
         if poses:
@@ -318,6 +371,10 @@ class FrameProcessor:
             st = self.stats
             st.processed += 1
             st.nan_poses += nan_count
+            if with_depth:
+                st.with_depth += 1
+            elif self.settings.use_depth:
+                st.without_depth += 1
             st.instances = len(poses)
             st.last_rejected = False
             if self._last_done is not None and now > self._last_done:
@@ -347,9 +404,10 @@ class FrameProcessor:
         frames_processed + frames_rejected + frames_dropped (+ the frame in progress)."""
         values = {"device": self.device, **self.pairing.values(), **self.stats.values()}
         images, infos, pairs = self.pairing.window()
+        depths = self.pairing.depth_window()
         self.unpaired_warning = None
-        if (images or infos) and not pairs:
-            self.unpaired_warning = self._unpaired_message(images, infos)
+        if (images or infos or depths) and not pairs:
+            self.unpaired_warning = self._unpaired_message(images, infos, depths)
         if self.estimator is None:
             level, message = "ERROR", str(self.estimator_error)
         elif self.unpaired_warning is not None:
@@ -362,15 +420,25 @@ class FrameProcessor:
                                  level=level, message=message, values=values)
 
 
-    def _unpaired_message(self, images: int, infos: int) -> str:
-        """Why nothing paired lately, naming both topics."""
-        img, inf = self.image_topic, self.info_topic
+    def _unpaired_message(self, images: int, infos: int, depths: int = 0) -> str:
+        """Why nothing paired lately, naming the topics."""
+        img, inf, dep = self.image_topic, self.info_topic, self.depth_topic
+        if not images and not infos:
+            return f"{depths} depth image(s) on {dep} but no image on {img}: nothing to pair"
         if not infos:
             return f"{images} image(s) on {img} but no camera_info on {inf}: nothing to pair"
         if not images:
             return f"{infos} camera_info(s) on {inf} but no image on {img}: nothing to pair"
+        if self.pairing.use_depth and not depths:
+            return (f"{images} image(s) on {img} but no depth on {dep} (use_depth is on): "
+                    "nothing to pair")
         offset = self.pairing.offset_s()
         seen = f"{offset:.3f} s" if offset is not None else "unknown"
+        if self.pairing.use_depth and offset is not None and offset <= self.pairing.slop:
+            depth_offset = self.pairing.offset_s("depth")
+            seen = f"{depth_offset:.3f} s" if depth_offset is not None else "unknown"
+            return (f"images on {img} and depth on {dep} do not pair: stamps {seen} apart "
+                    f"at best, sync_slop is {self.pairing.slop} s")
         return (f"images on {img} and camera_infos on {inf} do not pair: stamps {seen} apart "
                 f"at best, sync_slop is {self.pairing.slop} s")
 

@@ -21,6 +21,7 @@ import numpy as np
 import torch
 
 from pose6d_ros.core.camera import check_intrinsics
+from pose6d_ros.core.depth import DepthError, check_depth, depth_to_metres
 from pose6d_ros.core.draw import PALETTE
 from pose6d_ros.core.objects import ObjectRegistry
 from pose6d_ros.core.paths import PACKAGE, share_dir
@@ -82,6 +83,10 @@ MARKER_ADD = 0  # visualization_msgs/Marker.ADD
 ENCODINGS = {"rgb8": (3, None), "bgr8": (3, cv2.COLOR_BGR2RGB),
              "rgba8": (4, cv2.COLOR_RGBA2RGB), "bgra8": (4, cv2.COLOR_BGRA2RGB),
              "mono8": (1, cv2.COLOR_GRAY2RGB)}
+# Depth encodings accepted: stored type (little-endian) and whether `depth_scale` applies
+# (16-bit readings in sensor units, millimetres by default) or the values are metres.
+DEPTH_ENCODINGS = {"16UC1": (np.dtype("<u2"), True), "mono16": (np.dtype("<u2"), True),
+                   "32FC1": (np.dtype("<f4"), False)}
 
 
 class FrameError(ValueError):
@@ -233,6 +238,41 @@ def _decode_compressed(msg: Any, topic: str) -> np.ndarray:
     if fmt.endswith("compressed rgb8"):
         return np.ascontiguousarray(img)
     return np.ascontiguousarray(cv2.cvtColor(img, cv2.COLOR_BGR2RGB))
+
+
+def decode_depth(msg: Any, image_shape: tuple[int, ...], *, scale: float = 0.001,
+                 topic: str = "depth") -> np.ndarray:
+    """`(H, W)` float32 metres (0 = no reading) from a sensor_msgs Image registered to the
+    colour image of shape `(H, W, ...)`: 16UC1 / mono16 readings times `scale` (metres per
+    unit), 32FC1 taken as metres. FrameError "depth" names the topic and the encoding for
+    an unsupported encoding, big-endian data, a wrong step or size, and whatever
+    `check_depth` refuses (another size than the image, no reading, wrong units)."""
+    encoding = str(msg.encoding)
+    if encoding not in DEPTH_ENCODINGS:
+        raise FrameError("depth", f"{topic}: unsupported depth encoding {encoding!r}; "
+                                  f"supported: {', '.join(DEPTH_ENCODINGS)}")
+    dtype, scaled = DEPTH_ENCODINGS[encoding]
+    if msg.is_bigendian:
+        raise FrameError("depth", f"{topic}: big-endian {encoding} depth; expected "
+                                  "little-endian (is_bigendian 0)")
+    h, w, step = int(msg.height), int(msg.width), int(msg.step)
+    data = np.frombuffer(msg.data, np.uint8)
+    if h == 0 or w == 0 or data.size == 0:
+        raise FrameError("depth", f"{topic}: empty {encoding} depth ({w}x{h}, "
+                                  f"{data.size} bytes)")
+    row = w * dtype.itemsize
+    if step < row or data.size < step * h:
+        raise FrameError("depth", f"{topic}: {data.size} bytes cannot hold {h} rows of step "
+                                  f"{step} ({w} px x {dtype.itemsize} bytes, {encoding})")
+    rows = np.ascontiguousarray(data[: step * h].reshape(h, step)[:, :row])
+    raw = rows.view(dtype).reshape(h, w)
+    depth = depth_to_metres(raw, scale if scaled else 1.0)
+    try:
+        return check_depth(depth, image_shape, source=f"{topic} ({encoding})")
+    except DepthError as exc:
+        hint = ("" if scaled or "plausible" not in str(exc) else
+                f"; {encoding} is taken as metres, depth_scale does not apply to it")
+        raise FrameError("depth", f"{exc}{hint}") from None
 
 
 def camera_matrix(info: Any, *, rectified: bool, topic: str = "camera_info") -> np.ndarray:
@@ -415,6 +455,21 @@ def image_msg(types: MessageTypes, header: Any, rgb: np.ndarray) -> Any:
     h, w = rgb.shape[:2]
     return types.Image(header=copy_header(types, header), height=h, width=w, encoding="rgb8",
                        is_bigendian=0, step=3 * w, data=types.uint8_array(rgb))
+
+
+def depth_image_msg(types: MessageTypes, header: Any, depth: np.ndarray) -> Any:
+    """sensor_msgs Image of `depth (H, W)`: uint16 as 16UC1 (sensor units, millimetres by
+    default), float32 as 32FC1 (metres); little-endian."""
+    encodings = {np.dtype(np.uint16): ("16UC1", "<u2"), np.dtype(np.float32): ("32FC1", "<f4")}
+    if depth.ndim != 2 or depth.dtype not in encodings:
+        raise ValueError(f"depth: expected (H, W) uint16 or float32, got {depth.shape} "
+                         f"{depth.dtype}")
+    encoding, stored = encodings[depth.dtype]
+    h, w = depth.shape
+    data = np.ascontiguousarray(depth, stored).view(np.uint8)
+    return types.Image(header=copy_header(types, header), height=h, width=w,
+                       encoding=encoding, is_bigendian=0, step=data.shape[1],
+                       data=types.uint8_array(data))
 
 
 def label_info_msg(types: MessageTypes, header: Any, catalog: ObjectCatalog,

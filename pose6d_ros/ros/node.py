@@ -1,8 +1,9 @@
 """`pose_node`: camera in; Detection3DArray, PoseArray, TF, markers and a debug image out.
 
 Topics (relative, remap them): in `image` (sensor_msgs/Image, or CompressedImage with
-`use_compressed`) and `camera_info`, paired by an ApproximateTimeSynchronizer, sensor-data QoS
-(override with `qos_overrides.<topic>.subscription.*`). Out, each with the image's header:
+`use_compressed`) and `camera_info`, with `use_depth` also `depth` (sensor_msgs/Image 16UC1,
+mono16 or 32FC1, registered to `image`), joined by an ApproximateTimeSynchronizer, sensor-data
+QoS (override with `qos_overrides.<topic>.subscription.*`). Out, each with the image's header:
 `detections`, `poses` (and `poses/<object>`), `markers`, `debug_image` (drawn only while
 subscribed), TF on /tf; latched `label_info` (vision_msgs/LabelInfo) and `object_info`
 (std_msgs/String, JSON: mesh URLs, scales, symmetries); `/diagnostics`.
@@ -76,7 +77,7 @@ class PoseNode(Node):
         self._processor: FrameProcessor | None = None
         self._load_error = "loading"
         self._reload = threading.Event()
-        self._slot: LatestSlot[tuple[Any, Any]] = LatestSlot()
+        self._slot: LatestSlot[tuple[Any, Any, Any | None]] = LatestSlot()
         self.settings = self._declare_parameters()
         s, types = self.settings, self.types
 
@@ -102,12 +103,21 @@ class PoseNode(Node):
         self._sub_info = message_filters.Subscriber(
             self, types.CameraInfo, "camera_info", qos_profile=qos_profile_sensor_data,
             qos_overriding_options=QoSOverridingOptions.with_default_policies())
+        inputs = [self._sub_image, self._sub_info]
+        self._sub_depth = None
+        if s.use_depth:  # read-only: the synchroniser's inputs are fixed at start-up
+            self._sub_depth = message_filters.Subscriber(
+                self, types.Image, "depth", qos_profile=qos_profile_sensor_data,
+                qos_overriding_options=QoSOverridingOptions.with_default_policies())
+            inputs.append(self._sub_depth)
         self._sync = message_filters.ApproximateTimeSynchronizer(
-            [self._sub_image, self._sub_info], queue_size=s.sync_queue_size, slop=s.sync_slop)
+            inputs, queue_size=s.sync_queue_size, slop=s.sync_slop)
         self._sync.registerCallback(self.on_frame)
         # Every arrival, paired or not: unpaired inputs are counted and warned about.
         self._sub_image.registerCallback(self._on_image_arrival)
         self._sub_info.registerCallback(self._on_info_arrival)
+        if self._sub_depth is not None:
+            self._sub_depth.registerCallback(self._on_depth_arrival)
         self.create_timer(s.diagnostics_period, self.on_diagnostics_timer)
 
         self._worker = threading.Thread(target=self._work, name="pose6d_inference", daemon=True)
@@ -173,12 +183,17 @@ class PoseNode(Node):
         if self._processor is not None:
             self._processor.pairing.info(m.stamp_ns(info.header))
 
-    def on_frame(self, image: Any, info: Any) -> None:
-        """Synchronised pair: hand it to the worker, replacing one it has not taken yet."""
+    def _on_depth_arrival(self, depth: Any) -> None:
+        if self._processor is not None:
+            self._processor.pairing.depth(m.stamp_ns(depth.header))
+
+    def on_frame(self, image: Any, info: Any, depth: Any | None = None) -> None:
+        """Synchronised pair (with `use_depth`, triple): hand it to the worker, replacing one
+        it has not taken yet."""
         processor = self._processor
         if processor is not None:
-            processor.pairing.pair()
-        if self._slot.put((image, info)) and processor is not None:
+            processor.pairing.pair(with_depth=depth is not None)
+        if self._slot.put((image, info, depth)) and processor is not None:
             processor.note_dropped()
 
     def _work(self) -> None:
@@ -213,7 +228,9 @@ class PoseNode(Node):
         processor = FrameProcessor(self.types, s, objects, estimator=estimator,
                                    estimator_error=error,
                                    image_topic=self._sub_image.sub.topic_name,
-                                   info_topic=self._sub_info.sub.topic_name)
+                                   info_topic=self._sub_info.sub.topic_name,
+                                   depth_topic=(self._sub_depth.sub.topic_name
+                                                if self._sub_depth is not None else "depth"))
         if self._processor is not None:  # keep the counts across reloads
             processor.stats = self._processor.stats
         self._processor = processor
@@ -222,13 +239,13 @@ class PoseNode(Node):
                                    f"{len(objects)} objects")
         self._publish_metadata()
 
-    def _handle(self, image: Any, info: Any) -> None:
+    def _handle(self, image: Any, info: Any, depth: Any | None) -> None:
         processor = self._processor
         if processor is None:
             self.get_logger().warning(f"frame dropped: {self._load_error}",
                                       throttle_duration_sec=WARN_THROTTLE_S)
             return
-        out = processor.process(image, info,
+        out = processor.process(image, info, depth,
                                 debug_image=self._pub_debug.get_subscription_count() > 0)
         if isinstance(out, Rejected):
             self.get_logger().warning(out.reason, throttle_duration_sec=WARN_THROTTLE_S)

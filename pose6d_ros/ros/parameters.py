@@ -74,8 +74,14 @@ class PoseSettings:
     rectified: bool = _p(False, "Images are rectified: use camera_info P instead of K.")
     use_compressed: bool = _p(False, "Subscribe to sensor_msgs/CompressedImage on 'image'.",
                               read_only=True)
+    use_depth: bool = _p(False, "Also subscribe to a registered depth image on 'depth' "
+                         "(16UC1 or mono16 in units of depth_scale, 32FC1 in metres) and "
+                         "refine the poses with it.", read_only=True)
+    depth_scale: float = _p(0.001, "Metres per unit of 16UC1/mono16 depth (0.001: "
+                            "millimetres); 32FC1 depth is metres already.",
+                            range=(1e-06, 1.0))
     sync_slop: float = _p(0.05, "Largest stamp difference (s) between an image and its "
-                          "camera_info.", range=(0.0, 1.0), read_only=True)
+                          "camera_info (and depth).", range=(0.0, 1.0), read_only=True)
     sync_queue_size: int = _p(10, "Messages kept per input while pairing.", range=(1, 1000),
                               read_only=True)
     tf_prefix: str = _p("", "Prefix of the TF child frames <prefix><object>_<index>.")

@@ -33,7 +33,8 @@ def make_pose(objects, name: str, t, *, R=None, score: float = 0.9, instance: in
 
 class StubEstimator:
     """Returns `self.poses` (by default an eggbox and a can 0.8 m ahead) for every image;
-    raises `self.error` when set; records each call's image shape and K."""
+    raises `self.error` when set; records each call's image shape and K, and its depth
+    (None when called without)."""
 
     def __init__(self, config: EstimatorConfig) -> None:
         self.config = config
@@ -43,10 +44,13 @@ class StubEstimator:
                       make_pose(self.objects, "can", [-0.1, 0.05, 0.9], score=0.7)]
         self.error: Exception | None = None
         self.calls: list[tuple[tuple[int, ...], np.ndarray]] = []
+        self.depths: list[np.ndarray | None] = []
 
-    def estimate(self, rgb: np.ndarray, K: np.ndarray) -> list[ObjectPose]:
+    def estimate(self, rgb: np.ndarray, K: np.ndarray, *, depth: np.ndarray | None = None
+                 ) -> list[ObjectPose]:
         """The preset poses."""
         self.calls.append((rgb.shape, np.array(K)))
+        self.depths.append(None if depth is None else np.array(depth))
         if self.error is not None:
             raise self.error
         return list(self.poses)

@@ -1,5 +1,6 @@
 """`pose6d bag`: a bag in, the node's outputs in a new bag, stamps kept."""
 
+import json
 from collections import Counter
 
 import numpy as np
@@ -190,3 +191,119 @@ def test_shipped_weights_turn_the_sample_bag_into_poses(tmp_path, store, capsys)
     assert names <= {"ape", "can", "cat", "driller", "duck", "eggbox", "glue", "holepuncher"}
     frames = {t.child_frame_id for _, msg in out["/tf"] for t in msg.transforms}
     assert len(frames) >= 1 and all(f.rsplit("_", 1)[0] in names for f in frames)
+
+
+# ---- registered depth ----------------------------------------------------------------------
+
+DEPTH = "/cam/aligned_depth_to_color/image_raw"
+
+
+def _depth_scene(path):
+    """A BOP scene folder of three 64x48 images, depth/ for the first two only (depth_scale
+    0.1: PNG value x 0.1 = mm). Returns each image's depth in metres (None: no depth)."""
+    from pose6d_ros.data.bop import write_depth, write_rgb
+
+    (path / "rgb").mkdir(parents=True)
+    (path / "depth").mkdir()
+    truths, cameras = [], {}
+    for k in range(3):
+        write_rgb(path / "rgb" / f"{k:06d}.png", np.full((48, 64, 3), 40 * k, np.uint8))
+        cameras[str(k)] = {"cam_K": K.reshape(-1).tolist(), "depth_scale": 0.1}
+        truth = None
+        if k < 2:
+            truth = np.linspace(0.5 + k, 0.9 + k, 48 * 64, dtype=np.float32).reshape(48, 64)
+            truth = np.round(truth * 1000) / 1000  # whole millimetres, as 16UC1 carries
+            truth[0, :5] = 0.0  # holes
+            write_depth(path / "depth" / f"{k:06d}.png", truth, 0.1)
+        truths.append(truth)
+    (path / "scene_camera.json").write_text(json.dumps(cameras))
+    return truths
+
+
+def test_sample_bag_carries_the_scene_depth_as_16uc1_mm(tmp_path, store):
+    truths = _depth_scene(tmp_path / "scene")
+    assert make_sample_bag(tmp_path / "scene", tmp_path / "bag", store, image_topic=IMAGE,
+                           info_topic=INFO, depth_topic=DEPTH) == 3
+    got = _read(tmp_path / "bag", store)
+    assert len(got[IMAGE]) == 3 and len(got[DEPTH]) == 2
+    for (_, depth), (_, image), truth in zip(got[DEPTH], got[IMAGE], truths, strict=False):
+        assert (depth.encoding, depth.height, depth.width, depth.step) == ("16UC1", 48, 64, 128)
+        assert stamp_ns(depth.header) == stamp_ns(image.header)
+        assert depth.header.frame_id == image.header.frame_id
+        mm = np.frombuffer(np.asarray(depth.data, np.uint8).tobytes(), "<u2").reshape(48, 64)
+        assert np.array_equal(mm, np.round(truth * 1000).astype(np.uint16))
+
+
+def test_bag_with_depth_topic_hands_depth_to_the_estimator(tmp_path, store):
+    """Each image gets the depth of its stamp in metres; the one without depth is processed
+    RGB-only and counted; the depth topic is copied into the output bag."""
+    truths = _depth_scene(tmp_path / "scene")
+    make_sample_bag(tmp_path / "scene", tmp_path / "bag", store, image_topic=IMAGE,
+                    info_topic=INFO, depth_topic=DEPTH)
+    settings = settings_from_dict({"use_depth": True})
+    estimator = StubEstimator(estimator_config(settings))
+    processor = FrameProcessor(m.rosbags_types(store), settings, estimator.objects,
+                               estimator=estimator, image_topic=IMAGE, info_topic=INFO,
+                               depth_topic=DEPTH)
+    summary = process_bag(tmp_path / "bag", tmp_path / "out", processor, store,
+                          image_topic=IMAGE, info_topic=INFO, depth_topic=DEPTH)
+    assert (summary.images, summary.processed, summary.with_depth) == (3, 3, 2)
+    assert estimator.depths[2] is None
+    for got, truth in zip(estimator.depths[:2], truths[:2], strict=True):
+        assert got.dtype == np.float32 and got.shape == (48, 64)
+        assert np.allclose(got, truth, atol=1e-6)
+    out = _read(tmp_path / "out", store)
+    assert len(out[DEPTH]) == 2 and len(out["/poses"]) == 3
+    diag = {kv.key: kv.value for kv in out["/diagnostics"][0][1].status[0].values}
+    assert (diag["frames_with_depth"], diag["frames_without_depth"]) == ("2", "1")
+    assert (diag["depths_arrived"], diag["depths_unpaired"]) == ("2", "0")
+    # Without --depth-topic the same bag runs RGB-only.
+    estimator.depths.clear()
+    process_bag(tmp_path / "bag", tmp_path / "rgb_only", processor, store, image_topic=IMAGE,
+                info_topic=INFO)
+    assert estimator.depths == [None, None, None]
+
+
+def test_bag_command_with_depth_topic(tmp_path, store, capsys):
+    _depth_scene(tmp_path / "scene")
+    assert main(["bag", "--make-sample", str(tmp_path / "scene"), "--out",
+                 str(tmp_path / "bag")]) == 0
+    assert "depth on /camera/aligned_depth_to_color/image_raw" in capsys.readouterr().out
+    params = tmp_path / "p.yaml"
+    params.write_text("/**:\n  ros__parameters:\n"
+                      "    estimator: test.ros.stubs:StubEstimator\n")
+    rc = main(["bag", str(tmp_path / "bag"), "--out", str(tmp_path / "out"), "--params",
+               str(params), "--depth-topic", "/camera/aligned_depth_to_color/image_raw"])
+    printed = capsys.readouterr().out
+    assert rc == 0, printed
+    assert "3 images, 3 processed, 6 instances, 2 with depth; rejected: none" in printed
+    rc = main(["bag", str(tmp_path / "bag"), "--out", str(tmp_path / "out2"), "--params",
+               str(params), "--depth-topic", "/nope"])
+    err = capsys.readouterr().err
+    assert rc == 2 and "no topic '/nope'" in err
+
+
+def test_bad_depth_in_a_bag_is_rejected_by_kind(tmp_path, store):
+    """A 32FC1 depth topic holding millimetres: every frame with it is rejected 'depth'."""
+    types = m.rosbags_types(store)
+    with Writer(tmp_path / "in", version=8, storage_plugin=StoragePlugin.MCAP) as w:
+        c_img = w.add_connection(IMAGE, "sensor_msgs/msg/Image", typestore=store)
+        c_info = w.add_connection(INFO, "sensor_msgs/msg/CameraInfo", typestore=store)
+        c_depth = w.add_connection(DEPTH, "sensor_msgs/msg/Image", typestore=store)
+        for k in range(2):
+            stamp = START + k * 100_000_000
+            hdr = types.Header(stamp=types.Time(sec=stamp // 10**9, nanosec=stamp % 10**9),
+                               frame_id="cam")
+            img = m.image_msg(types, hdr, np.full((48, 64, 3), 90, np.uint8))
+            info = types.CameraInfo(header=hdr, height=48, width=64, k=K.reshape(-1))
+            depth = m.depth_image_msg(types, hdr, np.full((48, 64), 800.0, np.float32))
+            for conn, msg in ((c_img, img), (c_info, info), (c_depth, depth)):
+                w.write(conn, stamp, store.serialize_cdr(msg, msg.__msgtype__))
+    estimator = StubEstimator(estimator_config(PoseSettings()))
+    processor = FrameProcessor(m.rosbags_types(store), PoseSettings(), estimator.objects,
+                               estimator=estimator, depth_topic=DEPTH)
+    summary = process_bag(tmp_path / "in", tmp_path / "out", processor, store,
+                          image_topic=IMAGE, info_topic=INFO, depth_topic=DEPTH)
+    assert summary.processed == 0 and summary.rejected == Counter({"depth": 2})
+    assert estimator.calls == []
+    assert "32FC1" in processor.stats.last_error and DEPTH in processor.stats.last_error

@@ -290,3 +290,149 @@ def test_diagnostics_counters_add_up(types, processor):
                  "frames_processed": 2, "frames_rejected": 1, "frames_dropped": 1}
     assert n["frames_arrived"] == n["frames_unpaired"] + n["frames_paired"]
     assert n["frames_paired"] == n["frames_processed"] + n["frames_rejected"] + n["frames_dropped"]
+
+
+# ---- registered depth --------------------------------------------------------------------
+
+DEPTH_TOPIC = "/cam/aligned_depth_to_color/image_raw"
+
+
+@pytest.fixture
+def depth_processor(types, estimator):
+    return FrameProcessor(types, settings_from_dict({"use_depth": True}), estimator.objects,
+                          estimator=estimator, image_topic="/cam/image",
+                          info_topic="/cam/camera_info", depth_topic=DEPTH_TOPIC)
+
+
+def depth_msg(types, values, *, encoding=None, sec=10, nanosec=5, frame_id="cam"):
+    """A depth Image of `values (h, w)`: uint16 as 16UC1, float32 as 32FC1, unless
+    `encoding` relabels it."""
+    hdr = types.Header(stamp=types.Time(sec=sec, nanosec=nanosec), frame_id=frame_id)
+    msg = m.depth_image_msg(types, hdr, np.asarray(values))
+    if encoding is not None:
+        msg.encoding = encoding
+    return msg
+
+
+def _scene_depth() -> np.ndarray:
+    """`(H, W)` metres: a 0.6-1.0 m ramp with a hole (0) in one corner."""
+    depth = np.linspace(0.6, 1.0, H * W, dtype=np.float32).reshape(H, W)
+    depth[:4, :4] = 0.0
+    return depth
+
+
+@pytest.mark.parametrize("encoding, scale", [("16UC1", 0.001), ("16UC1", 0.0001),
+                                             ("mono16", 0.001), ("32FC1", 0.001),
+                                             ("32FC1", 0.0001)])
+def test_depth_reaches_the_estimator_in_metres(types, depth_processor, estimator, encoding,
+                                               scale):
+    """16UC1/mono16 readings times depth_scale, 32FC1 as metres whatever depth_scale says:
+    the estimator gets `(H, W)` float32 metres, holes (0, NaN) as 0."""
+    truth = _scene_depth()
+    if encoding == "32FC1":
+        values = truth.copy()
+        values[:4, :4] = np.nan  # ZED and simulators mark holes with NaN
+    else:
+        values = np.round(truth / scale).astype(np.uint16)
+    depth_processor.settings = settings_from_dict({"use_depth": True, "depth_scale": scale})
+    out = depth_processor.process(*pair(types), depth_msg(types, values, encoding=encoding))
+    assert isinstance(out, FrameOutputs), out
+    got = estimator.depths[-1]
+    assert got.dtype == np.float32 and got.shape == (H, W)
+    assert np.allclose(got, truth, atol=scale / 2 + 1e-6)
+    assert (got[:4, :4] == 0).all()
+    values = depth_processor.stats.values()
+    assert values["frames_with_depth"] == "1" and values["frames_without_depth"] == "0"
+
+
+def test_depth_follows_input_scale(types, depth_processor, estimator):
+    depth_processor.settings = settings_from_dict({"use_depth": True, "input_scale": 0.5})
+    truth = _scene_depth()
+    depth_processor.process(*pair(types), depth_msg(types, truth))
+    shape, _ = estimator.calls[-1]
+    got = estimator.depths[-1]
+    assert shape[:2] == got.shape == (H // 2, W // 2)
+    assert set(np.unique(got)) <= set(np.unique(truth))  # nearest neighbour: no blending
+
+
+def test_frames_without_depth_are_processed_rgb_only_and_counted(types, depth_processor,
+                                                                 estimator, processor):
+    assert isinstance(depth_processor.process(*pair(types)), FrameOutputs)
+    assert estimator.depths[-1] is None
+    values = depth_processor.stats.values()
+    assert values["frames_with_depth"] == "0" and values["frames_without_depth"] == "1"
+    # Without use_depth nothing is missing: RGB-only frames are not counted as such.
+    processor.process(*pair(types))
+    assert processor.stats.values()["frames_without_depth"] == "0"
+
+
+def _bad_depth_cases(types):
+    """(case, depth message, words the reason contains)."""
+    truth = _scene_depth()
+    mm = np.round(truth * 1000).astype(np.uint16)
+    yield "size", depth_msg(types, mm[::2, ::2]), ["32x24", "64x48", "register"]
+    yield "all_zero", depth_msg(types, np.zeros((H, W), np.uint16)), ["no valid reading"]
+    yield "all_nan", depth_msg(types, np.full((H, W), np.nan, np.float32)), ["no valid"]
+    # A 32FC1 image of millimetres: hundreds of "metres".
+    yield "units", depth_msg(types, truth * 1000), ["32FC1", "median", "taken as metres"]
+    yield "encoding", depth_msg(types, mm, encoding="16SC1"), ["'16SC1'", "16UC1, mono16, 32FC1"]
+    yield "colour", depth_msg(types, mm, encoding="rgb8"), ["unsupported depth encoding 'rgb8'"]
+    big = depth_msg(types, mm)
+    big.is_bigendian = 1
+    yield "big_endian", big, ["big-endian 16UC1"]
+    short = depth_msg(types, mm)
+    short.data = short.data[: len(short.data) // 2]
+    yield "truncated", short, ["bytes cannot hold 48 rows", "16UC1"]
+    narrow = depth_msg(types, mm)
+    narrow.step = W  # one byte a pixel
+    yield "step", narrow, ["step 64", "16UC1"]
+
+
+@pytest.mark.parametrize("case", ["size", "all_zero", "all_nan", "units", "encoding", "colour",
+                                  "big_endian", "truncated", "step"])
+def test_bad_depth_is_rejected_counted_and_survived(types, depth_processor, estimator, case):
+    _, depth, words = next(c for c in _bad_depth_cases(types) if c[0] == case)
+    calls = len(estimator.calls)
+    out = depth_processor.process(*pair(types), depth)
+    assert isinstance(out, Rejected) and out.kind == "depth"
+    assert DEPTH_TOPIC in out.reason and all(w in out.reason for w in words), out.reason
+    assert len(estimator.calls) == calls  # never reached the estimator
+    assert depth_processor.stats.rejected["depth"] == 1
+    status, values = _diagnostics(types, depth_processor)
+    assert status.level == 1 and out.reason in status.message
+    assert values["rejected_depth"] == "1" and values["frames_rejected"] == "1"
+    assert values["frames_with_depth"] == "0"
+    good = depth_msg(types, np.round(_scene_depth() * 1000).astype(np.uint16))
+    assert isinstance(depth_processor.process(*pair(types), good), FrameOutputs)
+    assert np.allclose(estimator.depths[-1], _scene_depth(), atol=5e-4)
+    status, values = _diagnostics(types, depth_processor)
+    assert status.level == 0 and values["frames_with_depth"] == "1"
+
+
+def test_depth_the_estimator_refuses_is_a_depth_rejection(types, depth_processor, estimator):
+    from pose6d_ros.core.depth import DepthError
+
+    estimator.error = DepthError("depth: 12x10 depth for a 64x48 image")
+    out = depth_processor.process(*pair(types), depth_msg(types, _scene_depth()))
+    assert isinstance(out, Rejected) and out.kind == "depth" and DEPTH_TOPIC in out.reason
+
+
+def test_depth_arrivals_are_counted_and_unpaired_depth_warned(types, depth_processor):
+    pairing = depth_processor.pairing
+    for i in range(3):
+        pairing.image(10**9 * i)
+        pairing.info(10**9 * i)
+    status, values = _diagnostics(types, depth_processor)
+    assert status.level == 1 and f"no depth on {DEPTH_TOPIC}" in status.message
+    assert values["depths_arrived"] == "0"
+    for i in range(3):
+        pairing.image(10**9 * i)
+        pairing.info(10**9 * i)
+        pairing.depth(10**9 * i + 300_000_000)  # 0.3 s late
+    status, _ = _diagnostics(types, depth_processor)
+    assert status.level == 1 and DEPTH_TOPIC in status.message and "0.300 s" in status.message
+    pairing.depth(0)
+    pairing.pair(with_depth=True)
+    status, values = _diagnostics(types, depth_processor)
+    assert depth_processor.unpaired_warning is None
+    assert values["depths_arrived"] == "4" and values["depths_unpaired"] == "3"

@@ -1,5 +1,7 @@
 """launch_testing: pose.launch.py starts pose_node; images in; every output topic and the TF
-tree checked, and a bad frame reported while the node keeps running.
+tree checked, and a bad frame reported while the node keeps running. Run twice: RGB only,
+and with `use_depth:=true` and a registered 16UC1 depth image beside every image (poses out,
+depth counted, a bad depth image rejected as such).
 
 Needs ROS 2 (Humble/Jazzy) with pose6d_ros built (`.venv/bin/python -m colcon test`, or
 `.venv/bin/python -m pytest test/ros` with ROS sourced); skipped cleanly without.
@@ -51,8 +53,10 @@ except Exception as exc:  # any missing piece: the tests below skip, naming it
 
 
 @pytest.mark.launch_test
-def generate_test_description():
-    """pose.launch.py (namespace, remapped inputs, the stub estimator), then ReadyToTest.
+@launch_testing.parametrize("use_depth", [False, True])
+def generate_test_description(use_depth):
+    """pose.launch.py (namespace, remapped inputs, the stub estimator, `use_depth:=` as
+    given), then ReadyToTest.
 
     The parameters file sets `device` (no `device:=` argument: the file's must hold) and an
     integer for the double `marker_lifetime` (rclpy alone would refuse it at start-up).
@@ -67,6 +71,7 @@ def generate_test_description():
         PythonLaunchDescriptionSource(str(SHARE / "launch" / "pose.launch.py")),
         launch_arguments={"namespace": NAMESPACE, "image_topic": "/test/image",
                           "camera_info_topic": "/test/camera_info",
+                          "depth_topic": "/test/depth", "use_depth": str(use_depth).lower(),
                           "config_file": str(params), "use_rviz": "false"}.items())
     return LaunchDescription([SetEnvironmentVariable("PYTHONPATH", pythonpath), launch,
                               launch_testing.actions.ReadyToTest()])
@@ -99,6 +104,7 @@ class TestPoseNode(unittest.TestCase):
             self.node.create_subscription(kind, name, self._store(topic), qos)
         self.pub_image = self.node.create_publisher(Image, "/test/image", 10)
         self.pub_info = self.node.create_publisher(CameraInfo, "/test/camera_info", 10)
+        self.pub_depth = self.node.create_publisher(Image, "/test/depth", 10)
         self.tf_buffer = tf2_ros.Buffer()
         self.tf_listener = tf2_ros.TransformListener(self.tf_buffer, self.node)
         self.sent: list = []
@@ -109,25 +115,37 @@ class TestPoseNode(unittest.TestCase):
     def _store(self, topic):
         return lambda msg: self.got.setdefault(topic, []).append(msg)
 
-    def _publish(self, encoding="rgb8"):
+    def _publish(self, encoding="rgb8", depth_mm=800):
+        """An image, its camera_info and a 16UC1 depth image of `depth_mm` everywhere
+        (the node reads it only with use_depth), all with one stamp."""
         stamp = self.node.get_clock().now().to_msg()
         image = Image(height=H, width=W, encoding=encoding, step=3 * W,
                       data=array.array("B", bytes(range(256)) * (H * W * 3 // 256)))
         image.header.stamp, image.header.frame_id = stamp, FRAME
         info = CameraInfo(height=H, width=W, k=[60.0, 0.0, 31.5, 0.0, 60.0, 23.5, 0.0, 0.0, 1.0])
         info.header.stamp, info.header.frame_id = stamp, FRAME
+        depth = Image(height=H, width=W, encoding="16UC1", is_bigendian=0, step=2 * W,
+                      data=array.array("B", int(depth_mm).to_bytes(2, "little") * (H * W)))
+        depth.header.stamp, depth.header.frame_id = stamp, FRAME
         self.pub_image.publish(image)
         self.pub_info.publish(info)
+        self.pub_depth.publish(depth)
         self.sent.append((stamp.sec, stamp.nanosec))
 
-    def _spin_until(self, done, timeout=30.0, encoding="rgb8"):
+    def _spin_until(self, done, timeout=30.0, encoding="rgb8", depth_mm=800):
         end, next_frame = time.monotonic() + timeout, 0.0
         while time.monotonic() < end and not done():
             if time.monotonic() > next_frame:
-                self._publish(encoding)
+                self._publish(encoding, depth_mm)
                 next_frame = time.monotonic() + 0.2
             rclpy.spin_once(self.node, timeout_sec=0.05)
         return done()
+
+    def _diagnostic_value(self, key):
+        """The largest value of counter `key` in the node's /diagnostics so far (0: none)."""
+        return max((int(kv.value) for a in self.got.get("/diagnostics", []) for s in a.status
+                    if s.name == "pose6d_ros: pose_node" for kv in s.values if kv.key == key),
+                   default=0)
 
     def test_every_output(self):
         topics = ["detections", "poses", "markers", "debug_image", "label_info", "object_info"]
@@ -208,6 +226,23 @@ class TestPoseNode(unittest.TestCase):
         self.assertTrue(self._spin_until(reported, encoding="yuv422"))
         self.got.pop("detections", None)
         self.assertTrue(self._spin_until(lambda: self.got.get("detections")))
+
+    def test_depth(self, use_depth):
+        """With use_depth:=true: poses out from image + camera_info + depth, the frames
+        counted with depth; an all-zero depth image rejected as `depth`, then poses again.
+        Without it the depth topic is not read."""
+        self.assertTrue(self._spin_until(lambda: self.got.get("poses")
+                                         and self._diagnostic_value("frames_processed") > 0))
+        self.assertEqual(len(self.got["poses"][-1].poses), 2)
+        with_depth = self._diagnostic_value("frames_with_depth")
+        if not use_depth:
+            self.assertEqual(with_depth, 0)
+            return
+        self.assertTrue(self._spin_until(lambda: self._diagnostic_value("frames_with_depth")))
+        self.assertTrue(self._spin_until(lambda: self._diagnostic_value("rejected_depth") > 0,
+                                         depth_mm=0))
+        self.got.pop("poses", None)
+        self.assertTrue(self._spin_until(lambda: self.got.get("poses")))
 
 
 @launch_testing.post_shutdown_test()

@@ -213,6 +213,39 @@ def test_decode_compressed_errors(types, fmt, data, kind):
     assert err.value.kind == kind and "/cam/image/compressed" in str(err.value)
 
 
+@pytest.mark.parametrize("dtype, encoding", [(np.uint16, "16UC1"), (np.float32, "32FC1")])
+@pytest.mark.parametrize("pad", [0, 6])
+def test_decode_depth(store, types, dtype, encoding, pad):
+    """16UC1 (padded rows too) times the scale, 32FC1 as metres; after CDR both ways."""
+    metres = np.random.default_rng(1).uniform(0.5, 2.0, (6, 5)).astype(np.float32)
+    metres[0, 0] = 0.0
+    values = (np.round(metres * 1000).astype(np.uint16) if dtype is np.uint16 else metres)
+    msg = m.depth_image_msg(types, header(types), values)
+    assert (msg.encoding, msg.is_bigendian, msg.step) == (encoding, 0, 5 * values.itemsize)
+    if pad:
+        rows = np.frombuffer(np.asarray(msg.data, np.uint8).tobytes(), np.uint8).reshape(6, -1)
+        msg.data = np.concatenate([rows, np.full((6, pad), 255, np.uint8)], 1).reshape(-1)
+        msg.step += pad
+    out = m.decode_depth(roundtrip(store, msg), (6, 5, 3), scale=0.001, topic="/cam/depth")
+    assert out.dtype == np.float32 and out.shape == (6, 5)
+    assert np.allclose(out, metres, atol=5e-4) and out[0, 0] == 0.0
+
+
+def test_decode_depth_errors_name_topic_and_encoding(types):
+    mm = np.full((6, 5), 800, np.uint16)
+    msg = m.depth_image_msg(types, header(types), mm)
+    msg.encoding = "8UC1"
+    with pytest.raises(m.FrameError, match=r"/cam/depth: unsupported depth encoding '8UC1'"):
+        m.decode_depth(msg, (6, 5, 3), topic="/cam/depth")
+    msg = m.depth_image_msg(types, header(types), mm)
+    with pytest.raises(m.FrameError, match=r"/cam/depth \(16UC1\): median reading 800 m"):
+        m.decode_depth(msg, (6, 5, 3), scale=1.0, topic="/cam/depth")  # depth_scale wrong
+    with pytest.raises(m.FrameError, match=r"/cam/depth \(16UC1\): 5x6 depth for a 10x6"):
+        m.decode_depth(msg, (6, 10, 3), topic="/cam/depth")
+    with pytest.raises(ValueError, match="uint16 or float32"):
+        m.depth_image_msg(types, header(types), mm.astype(np.int32))
+
+
 def _info(types, K, P=None, size=(6, 5), frame_id="cam_optical"):
     return types.CameraInfo(header=header(types, frame_id=frame_id), height=size[0],
                             width=size[1], k=np.asarray(K, np.float64).reshape(-1),
