@@ -23,7 +23,7 @@ from dataclasses import dataclass
 import torch
 from torch import Tensor
 
-from pose6d_ros.core.rotations import axis_angle_to_matrix
+from pose6d_ros.refine.region import limited_update, solve_damped
 from pose6d_ros.refine.viewpoint_models import ViewpointModel
 
 
@@ -176,16 +176,8 @@ class DepthRefiner:
         # Damping relative to the whole matrix: a flat face leaves some directions
         # unconstrained, and those should not move.
         A = A + torch.diag_embed(cfg.damping * diag + 1e-3 * scale + 1e-12)
-        delta = torch.linalg.solve(A, b[..., None])[..., 0]
-        good = (ok.sum(1) >= cfg.min_points)[:, None] & torch.isfinite(delta).all(1, keepdim=True)
-        delta = torch.where(good, delta, torch.zeros_like(delta))
-        rot, move = delta[:, :3], delta[:, 3:]
-        angle = rot.norm(dim=1, keepdim=True)
-        max_angle = torch.deg2rad(torch.tensor(cfg.max_step_deg, dtype=rot.dtype))
-        rot = rot * (max_angle / angle.clamp_min(1e-12)).clamp(max=1.0)
-        move = move * (cfg.max_step_m / move.norm(dim=1, keepdim=True).clamp_min(1e-12)
-                       ).clamp(max=1.0)
-        return axis_angle_to_matrix(rot) @ R, t + move
+        delta = solve_damped(A, b, ok.sum(1) >= cfg.min_points)
+        return limited_update(R, t, delta, cfg.max_step_deg, cfg.max_step_m)
 
     def score(self, depth: Tensor, K: Tensor, labels: Tensor, R: Tensor, t: Tensor
               ) -> DepthChecked:

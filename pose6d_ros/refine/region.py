@@ -98,15 +98,22 @@ class RegionRefiner:
             return Refined(R, t, torch.zeros(0, dtype=torch.float64, device=self.device))
         for scale, iters in zip(cfg.scales, cfg.iterations, strict=True):
             for _ in range(iters):
-                X, N = self._views(labels, R, t)
-                Xc, n2 = self._project(K, R, t, X, N)
-                mean, var, valid = self._measure(image, K, Xc, n2, scale, masks, mask_index)
-                R, t = self._step(K, R, t, Xc, n2, mean, var, valid, scale, t_start)
+                A, b, ok = self.contour_system(image, K, labels, R, t, scale, t_start, masks,
+                                               mask_index)
+                R, t = self.apply(R, t, solve_damped(A, b, ok))
+        return Refined(R, t, self.agreement(image, K, labels, R, t, masks, mask_index))
+
+    def agreement(self, image: Tensor, K: Tensor, labels: Tensor, R: Tensor, t: Tensor,
+                  masks: Tensor | None = None, mask_index: Tensor | None = None) -> Tensor:
+        """`(N,)` share of each pose's contour points that the image puts where the pose
+        does (within `accept_px`, on the finest lines); arguments as `__call__`'s."""
+        cfg = self.config
+        K = K.double().to(self.device)
         X, N = self._views(labels, R, t)
         Xc, n2 = self._project(K, R, t, X, N)
-        mean, var, valid = self._measure(image, K, Xc, n2, cfg.scales[-1], masks, mask_index)
+        mean, _, valid = self._measure(image, K, Xc, n2, cfg.scales[-1], masks, mask_index)
         agree = (mean.abs() <= cfg.accept_px) & valid
-        return Refined(R, t, agree.sum(1).double() / valid.sum(1).clamp_min(1).double())
+        return agree.sum(1).double() / valid.sum(1).clamp_min(1).double()
 
     @staticmethod
     def _project(K: Tensor, R: Tensor, t: Tensor, X: Tensor, N: Tensor
@@ -178,10 +185,28 @@ class RegionRefiner:
         pf, pb = fg.gather(1, idx.flatten(1)), bg.gather(1, idx.flatten(1))
         return ((pf + 1e-6) / (pf + pb + 2e-6)).view(n, P, S)
 
-    def _step(self, K: Tensor, R: Tensor, t: Tensor, Xc: Tensor, n2: Tensor, mean: Tensor,
-              var: Tensor, valid: Tensor, scale: float, t_start: Tensor
-              ) -> tuple[Tensor, Tensor]:
-        """One damped Gauss-Newton update moving the projected contour by `mean`."""
+    def contour_system(self, image: Tensor, K: Tensor, labels: Tensor, R: Tensor, t: Tensor,
+                       scale: float, t_start: Tensor, masks: Tensor | None = None,
+                       mask_index: Tensor | None = None) -> tuple[Tensor, Tensor, Tensor]:
+        """The normal equations of one contour step of poses `R (N, 3, 3)`, `t (N, 3)` at
+        line spacing `scale` (see `system`); arguments as `__call__`'s, `K` float64."""
+        X, N = self._views(labels, R, t)
+        Xc, n2 = self._project(K, R, t, X, N)
+        mean, var, valid = self._measure(image, K, Xc, n2, scale, masks, mask_index)
+        return self.system(K, R, t, Xc, n2, mean, var, valid, scale, t_start)
+
+    def apply(self, R: Tensor, t: Tensor, delta: Tensor) -> tuple[Tensor, Tensor]:
+        """Poses moved by `delta (N, 6)` (turn about the origin, shift; camera frame), each
+        part limited to the largest step."""
+        cfg = self.config
+        return limited_update(R, t, delta, cfg.max_step_deg,
+                              cfg.max_step_distance * t.norm(dim=1, keepdim=True))
+
+    def system(self, K: Tensor, R: Tensor, t: Tensor, Xc: Tensor, n2: Tensor, mean: Tensor,
+               var: Tensor, valid: Tensor, scale: float, t_start: Tensor
+               ) -> tuple[Tensor, Tensor, Tensor]:
+        """The damped normal equations `A (N, 6, 6)`, `b (N, 6)` float64 of the step that
+        moves the projected contour by `mean`, and whether enough points were measured."""
         cfg = self.config
         tf, Kf = t.float(), K.float()
         x, y, z = Xc.unbind(-1)
@@ -204,18 +229,28 @@ class RegionRefiner:
         b[:, 3:] += prior * (t_start - t)
         A = A + torch.diag_embed(cfg.damping * diag + 1e-9)
         A[:, 3:, 3:] += torch.diag_embed(prior.expand(-1, 3))
-        ok = valid.sum(1) >= 6
-        delta = torch.linalg.solve(A, b[..., None])[..., 0]
-        delta = torch.where(ok[:, None] & torch.isfinite(delta).all(1, keepdim=True), delta,
-                            torch.zeros_like(delta))
-        rot, move = delta[:, :3], delta[:, 3:]
-        angle = rot.norm(dim=1, keepdim=True)
-        max_angle = torch.deg2rad(torch.tensor(cfg.max_step_deg, dtype=rot.dtype))
-        rot = rot * (max_angle / angle.clamp_min(1e-12)).clamp(max=1.0)
-        limit = cfg.max_step_distance * t.norm(dim=1, keepdim=True)
-        move = move * (limit / move.norm(dim=1, keepdim=True).clamp_min(1e-12)).clamp(max=1.0)
-        dR = axis_angle_to_matrix(rot)
-        return dR @ R, t + move
+        return A, b, valid.sum(1) >= 6
+
+
+def solve_damped(A: Tensor, b: Tensor, ok: Tensor) -> Tensor:
+    """`delta (N, 6)` solving `A (N, 6, 6) delta = b (N, 6)`; zero where `ok (N,)` is false
+    or the solve is not finite."""
+    delta = torch.linalg.solve(A, b[..., None])[..., 0]
+    good = ok[:, None] & torch.isfinite(delta).all(1, keepdim=True)
+    return torch.where(good, delta, torch.zeros_like(delta))
+
+
+def limited_update(R: Tensor, t: Tensor, delta: Tensor, max_deg: float, max_move: Tensor | float
+                   ) -> tuple[Tensor, Tensor]:
+    """`R (N, 3, 3)`, `t (N, 3)` turned about the object origin by `delta[:, :3]` (axis-angle)
+    and shifted by `delta[:, 3:]`, each part scaled down to at most `max_deg` degrees and
+    `max_move` metres (a number or `(N, 1)`)."""
+    rot, move = delta[:, :3], delta[:, 3:]
+    angle = rot.norm(dim=1, keepdim=True)
+    max_angle = torch.deg2rad(torch.tensor(max_deg, dtype=rot.dtype))
+    rot = rot * (max_angle / angle.clamp_min(1e-12)).clamp(max=1.0)
+    move = move * (max_move / move.norm(dim=1, keepdim=True).clamp_min(1e-12)).clamp(max=1.0)
+    return axis_angle_to_matrix(rot) @ R, t + move
 
 
 def _projected_normals(K: Tensor, Xc: Tensor, Nc: Tensor) -> Tensor:
