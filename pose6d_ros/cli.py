@@ -390,20 +390,30 @@ def _print_figures(figures: dict, title: str) -> None:
 def _cmd_eval(args: argparse.Namespace) -> int:
     from pose6d_ros.eval.evaluate import evaluate, write_outputs
 
+    if args.views < 1:
+        raise UsageError(f"--views: expected >= 1, got {args.views}")
     estimator = _estimator(args, detector=args.boxes == "detector")
     report = evaluate(args.data, estimator, boxes=args.boxes, split=args.split,
                       progress=not args.json, max_images=args.max_images,
                       overlays=args.out / "overlays" if args.overlays else None,
-                      depth=args.depth == "auto")
-    figures = write_outputs(report, estimator.objects, args.out)
+                      depth=args.depth == "auto", views=args.views)
+    single_out = args.out / "single_view" if report.fused is not None else args.out
+    figures = write_outputs(report, estimator.objects, single_out)
+    fused = (write_outputs(report.fused, estimator.objects, args.out)
+             if report.fused is not None else None)
     if args.json:
-        print(json.dumps(figures))
+        print(json.dumps({**figures, "fused": fused} if fused else figures))
         return 0
     depth = (f", depth in {report.depth_images} images" if report.depth_images
              else ", RGB only")
     _print_figures(figures, f"eval {args.data} ({figures['instances']} instances, "
-                   f"{args.boxes} boxes{depth}):")
-    print(f"  written: {args.out}/results_bop19.csv, figures.json, recall_add.png")
+                   f"{args.boxes} boxes{depth}){', single view' if fused else ''}:")
+    if fused:
+        _print_figures(fused, f"fused over groups of {args.views} views:")
+        print(f"  written: {args.out}/results_bop19.csv (fused, each image's camera frame), "
+              f"figures.json; single-view outputs in {single_out}")
+    else:
+        print(f"  written: {args.out}/results_bop19.csv, figures.json, recall_add.png")
     return 0
 
 
@@ -691,6 +701,9 @@ def build_parser() -> argparse.ArgumentParser:
     ev.add_argument("--depth", choices=["auto", "off"], default="auto",
                     help="auto (default): use a scene's depth/ images where it has them; "
                     "off: RGB only")
+    ev.add_argument("--views", type=int, default=1, help="fuse groups of this many "
+                    "consecutive images of a scene (camera poses from scene_camera.json) and "
+                    "score the fused poses per image beside the single-view ones (default 1)")
     ev.add_argument("--max-images", type=int, default=0, help="0: all")
     ev.add_argument("--json", action="store_true", help="print the figures as one JSON line")
     ev.set_defaults(func=_cmd_eval)

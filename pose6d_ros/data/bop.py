@@ -87,6 +87,20 @@ def load_scene_camera(path: str | Path) -> dict[int, np.ndarray]:
             for im_id, e in _read_json(path).items()}
 
 
+def load_scene_camera_poses(path: str | Path) -> dict[int, np.ndarray]:
+    """`scene_camera.json`: image id -> world-to-camera pose `T_cam_world (4, 4)` (metres),
+    for the images that have `cam_R_w2c` and `cam_t_w2c`."""
+    path = Path(path)
+    out = {}
+    for im_id, e in _read_json(path).items():
+        if "cam_R_w2c" in e and "cam_t_w2c" in e:
+            T = np.eye(4)
+            T[:3, :3] = _matrix(path, f"{im_id}.cam_R_w2c", e["cam_R_w2c"], (3, 3))
+            T[:3, 3] = _matrix(path, f"{im_id}.cam_t_w2c", e["cam_t_w2c"], (3,)) * MM
+            out[int(im_id)] = T
+    return out
+
+
 def load_camera(path: str | Path) -> np.ndarray:
     """Intrinsics `K (3, 3)` of a camera JSON: BOP's camera.json (fx, fy, cx, cy), or an
     object with `cam_K` (9 numbers, row-major) or `K` (3x3)."""

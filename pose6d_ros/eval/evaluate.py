@@ -24,9 +24,12 @@ from pose6d_ros.core.draw import draw_poses
 from pose6d_ros.core.objects import ObjectRegistry
 from pose6d_ros.core.symmetry import SymmetryPools
 from pose6d_ros.data.bop import (
+    BopFormatError,
     BopResult,
+    GroundTruth,
     load_depth_scales,
     load_scene_camera,
+    load_scene_camera_poses,
     load_scene_gt,
     load_scene_gt_info,
     read_depth,
@@ -37,6 +40,7 @@ from pose6d_ros.data.bop import (
 from pose6d_ros.eval import metrics
 from pose6d_ros.eval.detection import ImageDetections, detection_metrics
 from pose6d_ros.eval.instances import INSTANCES_CSV, write_instances_csv
+from pose6d_ros.fusion.multiview import MultiViewFuser, View, poses_in_view
 from pose6d_ros.pipeline import Boxes, Estimator, ObjectPose
 
 if TYPE_CHECKING:
@@ -90,6 +94,7 @@ class EvalReport:
     image_width: int = 640
     depth_images: int = 0  # images whose depth the estimator was given
     seconds: float = 0.0
+    fused: EvalReport | None = None  # the same targets, multi-view fused (`views` > 1)
 
     def summary(self, diameters: np.ndarray) -> dict[str, Any]:
         """Figures as plain numbers (JSON-ready)."""
@@ -204,89 +209,179 @@ def match_estimates(labels: np.ndarray, boxes: np.ndarray, poses: list[ObjectPos
 
 def evaluate(data: str | Path, estimator: Estimator, *, boxes: str = "gt",
              split: str | None = "test", progress: bool = True, max_images: int = 0,
-             overlays: str | Path | None = None, depth: bool = True) -> EvalReport:
+             overlays: str | Path | None = None, depth: bool = True, views: int = 1,
+             fuser: MultiViewFuser | None = None) -> EvalReport:
     """Run `estimator` on every target instance of the dataset, on ground-truth boxes
     (`boxes="gt"`) or on the detector's (`"detector"`, matched to the targets by box
     overlap; a target without a match counts as a failure). With `depth`, an image's
-    `depth/IMID.png` is given to the estimator where the scene has one. With `overlays`, an
-    image of the estimates is written there per image."""
+    `depth/IMID.png` is given to the estimator where the scene has one. With `views` > 1,
+    consecutive groups of that many images of a scene (camera poses from
+    `scene_camera.json`) are also fused (`fuser`, default settings) and scored per image
+    in `report.fused`. With `overlays`, an image of the estimates is written there per
+    image."""
     from tqdm import tqdm
 
     if boxes not in ("gt", "detector"):
         raise ValueError(f"boxes: expected 'gt' or 'detector', got {boxes!r}")
+    if views < 1:
+        raise ValueError(f"views: expected >= 1, got {views}")
     objects = estimator.objects
     scenes = find_scenes(data, split)
-    pools = SymmetryPools(objects)
-    points = [torch.from_numpy(np.asarray(o.mesh.vertices)) for o in objects]
+    scorer = _TargetScorer(objects)
     report = EvalReport(objects=[o.name for o in objects])
-    known = {o.id for o in objects}
-    jobs = []
+    if views > 1:
+        report.fused = EvalReport(objects=report.objects)
+        if fuser is None:
+            fuser = MultiViewFuser(objects, refiner=estimator.refiner)
+    groups = []
     for scene in scenes:
         gts = load_scene_gt(scene / "scene_gt.json")
         infos = load_scene_gt_info(scene / "scene_gt_info.json")
         cams = load_scene_camera(scene / "scene_camera.json")
         scales = load_depth_scales(scene / "scene_camera.json")
+        poses = load_scene_camera_poses(scene / "scene_camera.json") if views > 1 else {}
+        scene_id = int(scene.name) if scene.name.isdigit() else 0
+        jobs = []
         for im_id in sorted(gts):
             depth_path = scene / "depth" / f"{im_id:06d}.png"
             depth_at = ((depth_path, scales.get(im_id, 1.0))
                         if depth and depth_path.is_file() else None)
-            jobs.append((scene, im_id, gts[im_id], infos[im_id], cams[im_id], depth_at))
+            jobs.append(_Job(scene, scene_id, im_id, gts[im_id], infos[im_id], cams[im_id],
+                             depth_at, poses.get(im_id)))
+        groups += [jobs[i:i + views] for i in range(0, len(jobs), views)]
     if max_images:
-        jobs = jobs[:max_images]
+        groups = _first_images(groups, max_images)
     if overlays is not None:
         Path(overlays).mkdir(parents=True, exist_ok=True)
     start = time.perf_counter()
-    for scene, im_id, gts, infos, K, depth_at in tqdm(jobs, desc="eval", unit="img",
-                                                      disable=not progress):
-        targets = [(k, g) for k, g in enumerate(gts)
-                   if g.obj_id in known and infos[k]["visib_fract"] >= MIN_VISIB_FRACT
-                   and infos[k]["bbox_visib"][2] > 0]
+    bar = tqdm(total=sum(map(len, groups)), desc="eval", unit="img", disable=not progress)
+    for group in groups:
+        seen = []
+        for job in group:
+            bar.update(1)
+            targets = scorer.targets(job)
+            if not targets and views == 1:
+                continue
+            image = read_image(_rgb_path(job.scene, job.im_id))
+            report.image_width = image.shape[1]
+            labels = np.array([objects.index_of_id(g.obj_id) for _, g in targets], np.int64)
+            target_boxes = np.array([job.infos[k]["bbox_visib"] for k, _ in targets],
+                                    np.float64).reshape(-1, 4)
+            given = (Boxes(torch.from_numpy(labels), torch.from_numpy(target_boxes).float())
+                     if boxes == "gt" else None)
+            depth_m = read_depth(*job.depth_at) if job.depth_at is not None else None
+            report.depth_images += depth_m is not None
+            t0 = time.perf_counter()
+            poses = []
+            if len(labels) or boxes == "detector":  # a view without targets may still fuse
+                poses = estimator.estimate(image, job.K, given, depth=depth_m)
+            elapsed = time.perf_counter() - t0
+            if estimator.last_detections is not None and len(labels):
+                report.detections.append(_image_detections(estimator.last_detections, labels,
+                                                           target_boxes))
+            scorer.score(report, job, targets, labels, target_boxes, poses, elapsed)
+            if overlays is not None:
+                write_rgb(Path(overlays) / f"{job.scene_id:06d}_{job.im_id:06d}.png",
+                          draw_poses(image, job.K, poses, objects))
+            if views > 1:
+                seen.append((job, targets, labels, target_boxes, elapsed,
+                             View(image, job.K, _camera_pose(job), poses, depth_m)))
+        if views > 1 and seen:
+            t0 = time.perf_counter()
+            fused = fuser([s[-1] for s in seen])
+            elapsed = (time.perf_counter() - t0) / len(seen)
+            report.fused.image_width = report.image_width
+            for i, (job, targets, labels, target_boxes, single, view) in enumerate(seen):
+                in_view = poses_in_view(fused, view, i, objects)
+                scorer.score(report.fused, job, targets, labels, target_boxes, in_view,
+                             single + elapsed)
+    bar.close()
+    report.seconds = time.perf_counter() - start
+    if report.fused is not None:
+        report.fused.seconds = report.seconds
+        report.fused.depth_images = report.depth_images
+    return report
+
+
+@dataclass
+class _Job:
+    """One image to evaluate."""
+
+    scene: Path
+    scene_id: int
+    im_id: int
+    gts: list[GroundTruth]
+    infos: list[dict[str, Any]]
+    K: np.ndarray
+    depth_at: tuple[Path, float] | None  # depth PNG and its depth_scale
+    T_cam_world: np.ndarray | None  # (4, 4) when known
+
+
+def _camera_pose(job: _Job) -> np.ndarray:
+    """`T_world_cam (4, 4)` of a job's camera; a BopFormatError naming the file if absent."""
+    if job.T_cam_world is None:
+        raise BopFormatError(f"{job.scene / 'scene_camera.json'}: image {job.im_id}: no "
+                             "cam_R_w2c / cam_t_w2c (camera pose), which --views needs")
+    return np.linalg.inv(job.T_cam_world)
+
+
+def _first_images(groups: list[list[_Job]], count: int) -> list[list[_Job]]:
+    """The groups holding the first `count` images (the last one cut short)."""
+    out, left = [], count
+    for g in groups:
+        if left <= 0:
+            break
+        out.append(g[:left])
+        left -= len(out[-1])
+    return out
+
+
+class _TargetScorer:
+    """Errors of an image's estimates against its targets, appended to a report."""
+
+    def __init__(self, objects: ObjectRegistry) -> None:
+        self.objects = objects
+        self.pools = SymmetryPools(objects)
+        self.points = [torch.from_numpy(np.asarray(o.mesh.vertices)) for o in objects]
+        self.known = {o.id for o in objects}
+
+    def targets(self, job: _Job) -> list[tuple[int, GroundTruth]]:
+        """The image's evaluated instances: known objects, visible enough, with a box."""
+        return [(k, g) for k, g in enumerate(job.gts)
+                if g.obj_id in self.known and job.infos[k]["visib_fract"] >= MIN_VISIB_FRACT
+                and job.infos[k]["bbox_visib"][2] > 0]
+
+    def score(self, report: EvalReport, job: _Job, targets: list[tuple[int, GroundTruth]],
+              labels: np.ndarray, target_boxes: np.ndarray, poses: list[ObjectPose],
+              elapsed: float) -> None:
+        """Append `poses`' BOP rows and each target's errors (inf when not found)."""
+        objects, pools = self.objects, self.pools
+        report.results += [BopResult(job.scene_id, job.im_id, p.object_id, p.score, p.R, p.t,
+                                     elapsed) for p in poses]
         if not targets:
-            continue
-        scene_id = int(scene.name) if scene.name.isdigit() else 0
-        image = read_image(_rgb_path(scene, im_id))
-        report.image_width = image.shape[1]
-        labels = np.array([objects.index_of_id(g.obj_id) for _, g in targets])
-        target_boxes = np.array([infos[k]["bbox_visib"] for k, _ in targets], np.float64)
-        given = (Boxes(torch.from_numpy(labels), torch.from_numpy(target_boxes).float())
-                 if boxes == "gt" else None)
-        depth_m = read_depth(*depth_at) if depth_at is not None else None
-        report.depth_images += depth_m is not None
-        t0 = time.perf_counter()
-        poses = estimator.estimate(image, K, given, depth=depth_m)
-        elapsed = time.perf_counter() - t0
-        if estimator.last_detections is not None:
-            report.detections.append(_image_detections(estimator.last_detections, labels,
-                                                       target_boxes))
-        report.results += [BopResult(scene_id, im_id, p.object_id, p.score, p.R, p.t, elapsed)
-                           for p in poses]
-        if overlays is not None:
-            write_rgb(Path(overlays) / f"{scene_id:06d}_{im_id:06d}.png",
-                      draw_poses(image, K, poses, objects))
+            return
         for (k, g), label, est in zip(targets, labels.tolist(),
                                       match_estimates(labels, target_boxes, poses), strict=True):
-            obj, pts = objects[label], points[label][None]
+            obj, pts = objects[label], self.points[label][None]
             pR, pt, pv = pools.R[label][None], pools.t[label][None], pools.valid[label][None]
             Rg, tg = torch.from_numpy(g.R)[None], torch.from_numpy(g.t)[None]
             if est is not None:
                 Rj, tj = torch.from_numpy(est.R)[None], torch.from_numpy(est.t)[None]
                 add = (metrics.adds if obj.is_symmetric else metrics.add)(Rj, tj, Rg, tg, pts)
                 mssd = metrics.mssd(Rj, tj, Rg, tg, pts, pR, pt, pv)
-                mspd = metrics.mspd(Rj, tj, Rg, tg, pts, torch.from_numpy(K), pR, pt, pv)
+                mspd = metrics.mspd(Rj, tj, Rg, tg, pts, torch.from_numpy(job.K), pR, pt, pv)
                 re, te = metrics.symmetric_pose_errors(Rj, tj, Rg, tg, pR, pt, pv)
                 vals = [float(v) for v in (add[0], mssd[0], mspd[0], re[0], te[0])]
             else:
                 vals = [float("inf")] * 5
             report.labels.append(label)
-            report.scene_ids.append(scene_id)
-            report.im_ids.append(im_id)
+            report.scene_ids.append(job.scene_id)
+            report.im_ids.append(job.im_id)
             report.gt_index.append(k)
             report.scores.append(est.score if est is not None else 0.0)
             for name, v in zip(("add", "mssd", "mspd", "re", "te"), vals, strict=True):
                 getattr(report, name).append(v)
             report.ok.append(est is not None)
-    report.seconds = time.perf_counter() - start
-    return report
 
 
 def _image_detections(det: Detections, labels: np.ndarray, boxes_xywh: np.ndarray
