@@ -62,8 +62,8 @@ class EstimatorConfig:
     refinement: RefineConfig = field(default_factory=RefineConfig)
     viewpoints: ViewpointConfig = field(default_factory=ViewpointConfig)  # how models are built
     # With a depth image (`estimate(..., depth=)`): every hypothesis slides along its ray to
-    # the measured surface, is refined by point-to-plane ICP and verified against the depth
-    # (pose6d_ros/refine/depth.py). False ignores depth.
+    # the measured surface, is refined by point-to-plane ICP (instead of the contour) and
+    # verified against the depth (pose6d_ros/refine/depth.py). False ignores depth.
     use_depth: bool = True
     depth: DepthConfig = field(default_factory=DepthConfig)
     # Instances whose pose quality (the verification score, see ObjectPose.score) is below
@@ -337,14 +337,16 @@ class Estimator:
             timer.mark("templates")
         R, t = torch.cat(Rs, 1), torch.cat(ts, 1)  # (B, H, 3, 3), (B, H, 3)
         ok, q = torch.cat(valid, 1), torch.cat(quality, 1)
-        if self.refiner is not None:
-            R, t, contour = self._refine(image, K, labels, R, t, ok, masks)
-            q = contour * q  # geometry and appearance (PnP inliers, template similarity)
-            timer.mark("refine")
         if depth is not None and self.depth_refiner is not None:
+            # With depth, the depth term alone refines: on synthetic validation the contour
+            # term before or after it lowered ADD(-S) (docs/depth.md).
             R, t, agree = self._depth(depth, K, labels, R, t, ok, masks)
             q = agree * q
             timer.mark("depth")
+        elif self.refiner is not None:
+            R, t, contour = self._refine(image, K, labels, R, t, ok, masks)
+            q = contour * q  # geometry and appearance (PnP inliers, template similarity)
+            timer.mark("refine")
         if masks is not None:  # the detector's, over the whole image
             mask_crops = crop_each(masks[:, None].float(), crop_boxes.float(),
                                    DEFAULT_MASK_CROP)[:, 0]
