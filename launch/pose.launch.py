@@ -69,7 +69,10 @@ def _pose_node(context: LaunchContext) -> list[Node]:
     # node's string parameter refuses at start-up.
     overrides = [{"device": ParameterValue(device, value_type=str)}] if device else []
     if use_depth:  # `true`/`false` as YAML reads them; anything else fails at launch
-        overrides.append({"use_depth": ParameterValue(use_depth, value_type=bool)})
+        # A substitution, not the performed string: launch converts text to bool only for
+        # substitutions and refuses a plain 'false' where a bool is asked for (Jazzy).
+        overrides.append({"use_depth": ParameterValue(LaunchConfiguration("use_depth"),
+                                                      value_type=bool)})
     return [Node(
         package="pose6d_ros", executable="pose_node", name="pose_node",
         namespace=LaunchConfiguration("namespace"), output="screen",

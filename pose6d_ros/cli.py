@@ -442,8 +442,10 @@ def _cmd_predict(args: argparse.Namespace) -> int:
     items = collect_images(args.images, args.camera)
     if args.depth is not None:
         items = attach_depth(items, args.depth, args.depth_scale)
+    if args.views < 1:
+        raise UsageError(f"--views: expected >= 1, got {args.views}")
     summary = predict(_estimator(args), items, args.out, overlays=not args.no_overlays,
-                      progress=not args.quiet, scale=args.scale_intrinsics)
+                      progress=not args.quiet, scale=args.scale_intrinsics, views=args.views)
     print("\n".join(summary.lines()))
     print(f"  written: {args.out}/results_bop19.csv, json/, "
           f"{'' if args.no_overlays else 'overlays/'}")
@@ -735,6 +737,9 @@ def build_parser() -> argparse.ArgumentParser:
                     "depth/) or a folder of depth images named like the colour images")
     pr.add_argument("--depth-scale", type=float, default=1e-3, help="metres per unit of "
                     "16-bit depth images outside a BOP scene (default 0.001: millimetres)")
+    pr.add_argument("--views", type=int, default=1, help="fuse groups of this many "
+                    "consecutive images of a BOP scene (camera poses from its "
+                    "scene_camera.json); each image gets the fused poses (default 1)")
     pr.add_argument("--no-overlays", action="store_true")
     pr.add_argument("--quiet", action="store_true", help="no progress bar")
     pr.set_defaults(func=_cmd_predict)

@@ -23,11 +23,13 @@ from pose6d_ros.data.bop import (
     load_camera_size,
     load_depth_scales,
     load_scene_camera,
+    load_scene_camera_poses,
     read_depth_image,
     read_image,
     write_results_csv,
     write_rgb,
 )
+from pose6d_ros.fusion.multiview import MultiViewFuser, View, poses_in_view
 from pose6d_ros.pipeline import Estimator, ObjectPose
 
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff")
@@ -43,6 +45,7 @@ class ImageItem:
     K: np.ndarray  # (3, 3)
     size: tuple[int, int] | None = None  # (width, height) K is for, where the camera says
     camera: Path | None = None  # the camera JSON K came from
+    T_cam_world: np.ndarray | None = None  # (4, 4) camera pose in the scene, when known
     depth: Path | None = None  # registered depth image, if any
     metres_per_unit: float = 1e-3  # of the depth image's integer pixels
 
@@ -78,6 +81,7 @@ def collect_images(inputs: Sequence[str | Path], camera: str | Path | None) -> l
     for inp in map(Path, inputs):
         if (inp / "scene_camera.json").is_file():
             cams = load_scene_camera(inp / "scene_camera.json")
+            cam_poses = load_scene_camera_poses(inp / "scene_camera.json")
             scene_id = _number(inp.name, 0)
             folder = inp / "rgb" if (inp / "rgb").is_dir() else inp
             for path in sorted(folder.iterdir()):
@@ -87,7 +91,8 @@ def collect_images(inputs: Sequence[str | Path], camera: str | Path | None) -> l
                 if im_id not in cams:
                     raise BopFormatError(f"{inp / 'scene_camera.json'}: no entry for image "
                                          f"{path.name}")
-                items.append(ImageItem(path, scene_id, im_id, cams[im_id]))
+                items.append(ImageItem(path, scene_id, im_id, cams[im_id],
+                                       T_cam_world=cam_poses.get(im_id)))
         elif inp.is_dir():
             loose += sorted(p for p in inp.iterdir() if p.suffix.lower() in IMAGE_SUFFIXES)
         elif inp.is_file():
@@ -159,10 +164,13 @@ def intrinsics_for(item: ImageItem, width: int, height: int, *, scale: bool = Fa
 
 
 def predict(estimator: Estimator, items: Sequence[ImageItem], out: str | Path, *,
-            overlays: bool = True, progress: bool = True, scale: bool = False
-            ) -> PredictSummary:
+            overlays: bool = True, progress: bool = True, scale: bool = False,
+            views: int = 1) -> PredictSummary:
     """Run the estimator on every image; an image that fails (unreadable, a size its
-    intrinsics are not for, see `intrinsics_for`) is reported and skipped."""
+    intrinsics are not for, see `intrinsics_for`) is reported and skipped. With `views` > 1,
+    consecutive groups of that many images of a BOP scene (with camera poses) are fused:
+    each image's outputs are then the fused poses in its camera frame (its own under
+    `single_view_poses` in its JSON)."""
     from tqdm import tqdm
 
     out = Path(out)
@@ -171,36 +179,56 @@ def predict(estimator: Estimator, items: Sequence[ImageItem], out: str | Path, *
         (out / "overlays").mkdir(exist_ok=True)
     summary = PredictSummary(images=len(items))
     results: list[BopResult] = []
-    for item in tqdm(items, desc="predict", unit="image", disable=not progress):
-        try:
-            rgb = read_image(item.path)
-            K = intrinsics_for(item, rgb.shape[1], rgb.shape[0], scale=scale)
-            depth = None
-            if item.depth is not None:
-                depth = check_depth(read_depth_image(item.depth, item.metres_per_unit),
-                                    rgb.shape, str(item.depth))
-            start = time.perf_counter()
-            poses = estimator.estimate(rgb, K, depth=depth)
-            seconds = time.perf_counter() - start
-        except (BopFormatError, ValueError, RuntimeError) as exc:
-            summary.failed.append((item.path, str(exc)))
-            continue
-        summary.seconds += seconds
-        summary.poses += len(poses)
-        # BOP19: `time` is the wall-clock time of the whole image, the same for its rows.
-        results += [BopResult(item.scene_id, item.im_id, p.object_id, p.score, p.R, p.t,
-                              seconds) for p in poses]
-        name = f"{item.scene_id:06d}_{item.im_id:06d}"
-        record = {"image": str(item.path),
-                  "depth": str(item.depth) if item.depth is not None else None,
-                  "scene_id": item.scene_id, "im_id": item.im_id,
-                  "K": K.tolist(), "seconds": round(seconds, 6),
-                  "timings_ms": {k: round(v, 3) for k, v in
-                                 (poses[0].timings if poses else {}).items()},
-                  "poses": [pose_record(p) for p in poses]}
-        (out / "json" / f"{name}.json").write_text(json.dumps(record, indent=1))
-        if overlays:
-            write_rgb(out / "overlays" / f"{name}.png",
-                      draw_poses(rgb, K, poses, estimator.objects))
+    fuser = MultiViewFuser(estimator.objects, refiner=estimator.refiner) if views > 1 else None
+    groups = [list(items[i:i + views]) for i in range(0, len(items), views)]
+    bar = tqdm(total=len(items), desc="predict", unit="image", disable=not progress)
+    for group in groups:
+        done = []
+        for item in group:
+            bar.update(1)
+            try:
+                if fuser is not None and item.T_cam_world is None:
+                    raise BopFormatError(f"{item.path}: no camera pose (cam_R_w2c / cam_t_w2c "
+                                         "in scene_camera.json), which --views needs")
+                rgb = read_image(item.path)
+                K = intrinsics_for(item, rgb.shape[1], rgb.shape[0], scale=scale)
+                depth = None
+                if item.depth is not None:
+                    depth = check_depth(read_depth_image(item.depth, item.metres_per_unit),
+                                        rgb.shape, str(item.depth))
+                start = time.perf_counter()
+                poses = estimator.estimate(rgb, K, depth=depth)
+                seconds = time.perf_counter() - start
+            except (BopFormatError, ValueError, RuntimeError) as exc:
+                summary.failed.append((item.path, str(exc)))
+                continue
+            done.append((item, rgb, K, poses, seconds,
+                         View(rgb, K, np.linalg.inv(item.T_cam_world), poses, depth)
+                         if fuser is not None else None))
+        fused = fuser([d[-1] for d in done]) if fuser is not None and done else None
+        for i, (item, rgb, K, single, seconds, view) in enumerate(done):
+            poses = (poses_in_view(fused, view, i, estimator.objects) if fused is not None
+                     else single)
+            summary.seconds += seconds
+            summary.poses += len(poses)
+            # BOP19: `time` is the wall-clock time of the whole image, the same for its rows.
+            results += [BopResult(item.scene_id, item.im_id, p.object_id, p.score, p.R, p.t,
+                                  seconds) for p in poses]
+            name = f"{item.scene_id:06d}_{item.im_id:06d}"
+            record = {"image": str(item.path),
+                      "depth": str(item.depth) if item.depth is not None else None,
+                      "scene_id": item.scene_id, "im_id": item.im_id,
+                      "K": K.tolist(), "seconds": round(seconds, 6),
+                      "timings_ms": {k: round(v, 3) for k, v in
+                                     (single[0].timings if single else {}).items()},
+                      "poses": [pose_record(p) for p in poses]}
+            if fused is not None:
+                record["views"] = [str(d[0].path) for d in done]
+                record["single_view_poses"] = [pose_record(p) for p in single]
+            (out / "json" / f"{name}.json").write_text(json.dumps(record, indent=1))
+            if overlays:
+                write_rgb(out / "overlays" / f"{name}.png",
+                          draw_poses(rgb, K, poses, estimator.objects))
+    bar.close()
     write_results_csv(out / "results_bop19.csv", results)
     return summary
