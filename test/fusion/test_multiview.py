@@ -193,3 +193,22 @@ def test_eval_views_scores_fused_poses_per_image(synth_dir, tmp_path, capsys, vi
     assert {(r.scene_id, r.im_id) for r in rows} <= {(s, i) for s in (0, 1) for i in range(3)}
     assert (out / "single_view" / "figures.json").is_file()
     assert (out / "instances.csv").is_file()
+
+
+def test_predict_views_writes_fused_and_single_view_poses(synth_dir, tiny_weights, tmp_path,
+                                                          capsys):
+    """`pose6d predict --views 3` on a BOP scene: every image's JSON holds the fused poses,
+    its own, and the group."""
+    from pose6d_ros.cli import main
+
+    scene = sorted((synth_dir / "train").iterdir())[0]
+    out = tmp_path / "out"
+    rc = main(["predict", "--images", str(scene), "--views", "3", "--coarse", "templates",
+               "--view-spacing", "45", "--inplane-step", "90", "--refine", "none",
+               "--detector", str(tiny_weights[0]), "--score", "0.0", "--device", "cpu",
+               "--out", str(out), "--quiet", "--no-overlays"])
+    assert rc == 0, capsys.readouterr()
+    records = [json.loads(p.read_text()) for p in sorted((out / "json").glob("*.json"))]
+    assert len(records) == 3
+    for r in records:
+        assert len(r["views"]) == 3 and "single_view_poses" in r
