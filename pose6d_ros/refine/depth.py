@@ -24,7 +24,7 @@ import torch
 from torch import Tensor
 
 from pose6d_ros.refine.region import limited_update, solve_damped
-from pose6d_ros.refine.viewpoint_models import ViewpointModel
+from pose6d_ros.refine.viewpoint_models import ViewpointModel, stack_views
 
 
 @dataclass(frozen=True)
@@ -70,13 +70,9 @@ class DepthRefiner:
                  *, device: str | torch.device = "cpu") -> None:
         self.config = config or DepthConfig()
         self.device = torch.device(device)
-        V = max(len(m.directions) for m in models)
-
-        def pad(x: Tensor) -> Tensor:
-            return torch.cat([x, x[:1].expand(V - len(x), *x.shape[1:])])
-        self.directions = torch.stack([pad(m.directions) for m in models]).float().to(device)
-        self.points = torch.stack([pad(m.surface) for m in models]).float().to(device)
-        self.normals = torch.stack([pad(m.surface_normals) for m in models]).float().to(device)
+        self.directions = stack_views(models, "directions", device)
+        self.points = stack_views(models, "surface", device)
+        self.normals = stack_views(models, "surface_normals", device)
 
     def __call__(self, depth: Tensor, K: Tensor, labels: Tensor, R: Tensor, t: Tensor,
                  masks: Tensor | None = None, mask_index: Tensor | None = None

@@ -23,7 +23,7 @@ from torch import Tensor
 from torch.nn import functional
 
 from pose6d_ros.core.rotations import axis_angle_to_matrix
-from pose6d_ros.refine.viewpoint_models import ViewpointModel
+from pose6d_ros.refine.viewpoint_models import ViewpointModel, stack_views
 
 
 @dataclass(frozen=True)
@@ -70,13 +70,9 @@ class RegionRefiner:
                  *, device: str | torch.device = "cpu") -> None:
         self.config = config or RefineConfig()
         self.device = torch.device(device)
-        V = max(len(m.directions) for m in models)
-        # Objects may have different view counts: pad with copies of their first view.
-        def pad(x: Tensor) -> Tensor:
-            return torch.cat([x, x[:1].expand(V - len(x), *x.shape[1:])])
-        self.directions = torch.stack([pad(m.directions) for m in models]).float().to(device)
-        self.points = torch.stack([pad(m.points) for m in models]).float().to(device)
-        self.normals = torch.stack([pad(m.normals) for m in models]).float().to(device)
+        self.directions = stack_views(models, "directions", device)
+        self.points = stack_views(models, "points", device)
+        self.normals = stack_views(models, "normals", device)
 
     def _views(self, labels: Tensor, R: Tensor, t: Tensor) -> tuple[Tensor, Tensor]:
         """Contour points and normals `(N, P, 3)`, model frame, of each pose's nearest view."""

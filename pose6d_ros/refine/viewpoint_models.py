@@ -64,6 +64,16 @@ class ViewpointModel:
                 "surface_normals": self.surface_normals}
 
 
+def stack_views(models: Sequence[ViewpointModel], name: str,
+                device: str | torch.device = "cpu") -> Tensor:
+    """Field `name` of every model stacked `(O, V, ...)` float32 on `device`; objects with
+    fewer views are padded with copies of their first view."""
+    V = max(len(m.directions) for m in models)
+    parts = [getattr(m, name) for m in models]
+    return torch.stack([torch.cat([x, x[:1].expand(V - len(x), *x.shape[1:])])
+                        for x in parts]).float().to(device)
+
+
 def contour_samples(mask: np.ndarray, count: int) -> tuple[np.ndarray, np.ndarray]:
     """`count` pixels `(count, 2)` x, y evenly along the largest outer contour of `mask
     (S, S)` and their outward unit normals `(count, 2)`."""
