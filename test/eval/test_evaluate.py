@@ -82,7 +82,7 @@ class _DetectorStub:
         self.last_detections = None
         self.calls = 0
 
-    def estimate(self, rgb, K, boxes=None):
+    def estimate(self, rgb, K, boxes=None, depth=None):
         assert boxes is None
         im_id = sorted(self.gts)[self.calls]
         self.calls += 1
