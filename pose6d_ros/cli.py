@@ -553,6 +553,47 @@ def _cmd_templates_build(args: argparse.Namespace) -> int:
     return 0
 
 
+def _cmd_onboard(args: argparse.Namespace) -> int:
+    from pose6d_ros.core.paths import default_objects_yaml
+    from pose6d_ros.onboard.run import OnboardOptions, launch_line, onboard
+
+    if args.budget <= 0:
+        raise UsageError(f"--budget: expected a positive duration, got {args.budget}")
+    opts = OnboardOptions(
+        mesh=args.mesh, name=args.name, objects=args.objects or default_objects_yaml(),
+        work=args.work or Path("onboard") / args.name, units=args.units,
+        symmetries=args.symmetries, obj_id=args.id, train=args.train, budget_s=args.budget,
+        val_scenes=args.val_scenes, val_images_per_scene=args.val_images_per_scene,
+        device=args.device, templates_cache=args.templates_cache, bank=_bank_config(args),
+        seed=args.seed, progress=not args.quiet)
+    result = onboard(opts)
+    for mode, figures in result.figures.items():
+        _print_figures(figures, f"onboard {args.name}: synthetic validation, "
+                       f"{figures['instances']} instances, ground-truth boxes, "
+                       f"{'RGB-D' if mode == 'rgbd' else 'RGB'} ({opts.work / 'eval' / mode}):")
+    steps = ", ".join(f"{k} {v:.0f} s" for k, v in result.seconds.items())
+    print(f"  time: {steps}")
+    params = result.params_yaml
+    print(f"run the node with it:\n  {launch_line(params)}")
+    if "detector" not in result.weights:
+        print("  note: the detector has not been trained on this object, so the node finds "
+              "it only once it is (--train cpu|gpu); offline, `pose6d eval --boxes gt` and "
+              f"`pose6d predict --objects {opts.objects} --coarse templates` use it now")
+    return 0
+
+
+def _parse_duration(text: str) -> float:
+    """Seconds in `90s`, `45m`, `2h` or plain seconds."""
+    units = {"s": 1, "m": 60, "h": 3600}
+    try:
+        if text and text[-1] in units:
+            return float(text[:-1]) * units[text[-1]]
+        return float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a duration like 90s, 45m or 2h, got "
+                                         f"{text!r}") from None
+
+
 def build_parser() -> argparse.ArgumentParser:
     """The argument parser of `pose6d`."""
     p = argparse.ArgumentParser(prog="pose6d", description="6D object pose tools.")
@@ -811,6 +852,35 @@ def build_parser() -> argparse.ArgumentParser:
     tb.add_argument("--device", default="auto", help="auto, cpu, cuda, cuda:N")
     tb.add_argument("--rebuild", action="store_true", help="build even when cached")
     tb.set_defaults(func=_cmd_templates_build)
+
+    ob = sub.add_parser("onboard", help="a new object from its mesh: checks, symmetries, "
+                        "objects YAML, templates, optional training, measured poses")
+    ob.add_argument("mesh", type=Path, help="the object's mesh (PLY, OBJ, STL, GLB, ...)")
+    ob.add_argument("--name", required=True, help="object name (letters, digits, _)")
+    ob.add_argument("--units", choices=["auto", "mm", "cm", "m"], default="auto",
+                    help="mesh units (default auto: guessed from the size, and reported)")
+    ob.add_argument("--objects", type=Path, help="objects YAML to add it to (created when "
+                    "missing; default: the bundled config/objects.yaml)")
+    ob.add_argument("--id", type=int, help="class id (default: kept, or the next free one)")
+    ob.add_argument("--symmetries", choices=["auto", "none", "keep"], default="auto",
+                    help="auto: find them from the shape (default); none; keep: the "
+                    "YAML entry's, e.g. after editing them by hand")
+    ob.add_argument("--train", choices=["none", "cpu", "gpu"], default="none",
+                    help="none (default): training-free template poses; cpu / gpu: also "
+                    "generate data and train the detector and CoordNet within --budget")
+    ob.add_argument("--budget", type=_parse_duration, default=7200.0,
+                    help="training time, e.g. 45m or 2h (default 2h)")
+    ob.add_argument("--work", type=Path, help="the object's folder: report, data, runs, "
+                    "figures (default onboard/NAME); re-running resumes from it")
+    ob.add_argument("--val-scenes", type=int, default=6, help="synthetic validation scenes (6)")
+    ob.add_argument("--val-images-per-scene", type=int, default=8, help="images per scene (8)")
+    ob.add_argument("--templates-cache", type=Path, help="template bank folder (default: "
+                    "$POSE6D_CACHE/templates or ~/.cache/pose6d_ros/templates)")
+    _add_template_density_flags(ob)
+    ob.add_argument("--device", default="auto", help="auto, cpu, cuda, cuda:N")
+    ob.add_argument("--seed", type=int, default=0)
+    ob.add_argument("--quiet", action="store_true", help="no progress bars")
+    ob.set_defaults(func=_cmd_onboard)
 
     objs = sub.add_parser("objects", help="objects YAML tools").add_subparsers(
         dest="what", required=True)

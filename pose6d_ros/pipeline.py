@@ -182,10 +182,16 @@ class Estimator:
             from pose6d_ros.nets.detector import Detector, load_detector
 
             model, dcfg = load_detector(config.detector_weights, self.device)
-            if dcfg.num_classes != len(self.objects):
+            if dcfg.num_classes > len(self.objects):
                 raise WeightsError(f"{config.detector_weights}: detector weights are for "
                                    f"{dcfg.num_classes} objects, {config.objects} has "
                                    f"{len(self.objects)}")
+            # Objects added after the detector was trained (pose6d onboard) come last in
+            # the YAML: the detector still finds the ones it knows.
+            unknown = [o.name for o in self.objects][dcfg.num_classes:]
+            if unknown:
+                _log(f"detector: not trained on {', '.join(unknown)}: they are not detected "
+                     "(boxes given offline still get poses)")
             self.detector = Detector(model, device=self.device, dtype=dtype)
         self.coords = None
         if config.coarse != "templates":

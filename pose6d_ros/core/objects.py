@@ -14,6 +14,7 @@
 Units are converted here, once: an ObjectModel holds metres.
 """
 
+import os
 import re
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
@@ -269,3 +270,48 @@ def _parse_continuous(fail, i: int, value: Any, scale: float) -> ContinuousSymme
     offset = _numbers(fail, f"{fld}.offset", value.get("offset", [0, 0, 0]), 3)
     return ContinuousSymmetry(axis=axis / np.linalg.norm(axis), offset=offset * scale)
 
+
+
+def upsert_object_entry(path: str | Path, entry: dict[str, Any]) -> dict[str, Any]:
+    """Add `entry` to the objects YAML at `path` (created when missing), or replace the entry
+    of the same name; returns the entry as written. The file's leading comment lines stay.
+
+    `entry["mesh"]` may be any path: it is written relative to the YAML's folder. Without an
+    `id` the entry keeps its old id, or takes the next free one.
+    """
+    path = Path(path)
+    header, objects = [], []
+    if path.is_file():
+        text = path.read_text()
+        header = [ln for ln in text.splitlines() if ln.startswith("#")][:20]
+        data = yaml.safe_load(text) or {}
+        objects = list(data.get("objects") or []) if isinstance(data, dict) else []
+    entry = dict(entry)
+    mesh = Path(entry["mesh"]).resolve()
+    try:
+        entry["mesh"] = Path(os.path.relpath(mesh, path.resolve().parent)).as_posix()
+    except ValueError:  # another drive
+        entry["mesh"] = mesh.as_posix()
+    old = next((i for i, o in enumerate(objects)
+                if isinstance(o, dict) and o.get("name") == entry["name"]), None)
+    if "id" not in entry:
+        used = {o.get("id") for o in objects if isinstance(o, dict)}
+        entry["id"] = (objects[old].get("id") if old is not None
+                       else max((i for i in used if isinstance(i, int)), default=0) + 1)
+    entry = {"name": entry.pop("name"), "id": entry.pop("id"), **entry}
+    if old is None:
+        objects.append(entry)
+    else:
+        objects[old] = entry
+    body = yaml.safe_dump({"objects": objects}, sort_keys=False, default_flow_style=None,
+                          width=100)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}.tmp")
+    tmp.write_text("".join(f"{ln}\n" for ln in header) + body)
+    try:
+        load_objects(tmp)  # a broken result is an error now, not at the node's start
+    except ObjectsConfigError:
+        tmp.unlink()
+        raise
+    tmp.replace(path)
+    return entry

@@ -65,7 +65,10 @@ def sensor_depth(rng: np.random.Generator, depth: np.ndarray, rgb: np.ndarray, K
     drop |= ((grey < lo) | (grey > hi)) & (rng.random((h, w), np.float32)
                                            < cfg.depth_grey_dropout)
     drop |= rng.random((h, w), np.float32) < cfg.depth_dropout
-    return np.where(valid & ~drop & (z > 0), z, np.float32(0))
+    # A camera close above the table would otherwise see it centimetres away; sensors have
+    # a minimum range.
+    near, far = cfg.depth_range
+    return np.where(valid & ~drop & (z >= near) & (z <= far), z, np.float32(0))
 
 
 def table_depth(K: np.ndarray, T_cam_world: np.ndarray, height: int, width: int,

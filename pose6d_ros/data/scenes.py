@@ -70,6 +70,7 @@ class SynthConfig:
     depth_grey_dropout: float = 0.8  # ... else dropped with this probability
     depth_dropout: float = 0.005  # probability any pixel has no reading
     depth_quantisation: float = 0.0025  # q: disparity steps of q z^2 metres at depth z
+    depth_range: tuple = (0.2, 8.0)  # metres a reading can have; nearer or further read 0
 
     @classmethod
     def from_yaml(cls, path: str | Path) -> SynthConfig:
@@ -140,6 +141,9 @@ class SynthConfig:
                 raise fail(name, "expected a number >= 0")
         if not (_is_number(self.depth_edge_jump) and self.depth_edge_jump > 0):
             raise fail("depth_edge_jump", "expected a positive number of metres")
+        near, far = _pair(self.depth_range, lambda why: fail("depth_range", why))
+        if not 0 <= near < far:  # False for NaN
+            raise fail("depth_range", "expected [near, far] metres with 0 <= near < far")
         for name in ("depth_edge_dropout", "depth_grey_dropout", "depth_dropout"):
             value = getattr(self, name)
             if not (_is_number(value) and 0 <= value <= 1):

@@ -12,6 +12,7 @@ BOP19 results CSV, a JSON of the figures and a PNG of ADD(-S) recall curves.
 from __future__ import annotations
 
 import json
+import sys
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -20,6 +21,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 import torch
 
+from pose6d_ros.core.depth import DepthError
 from pose6d_ros.core.draw import draw_poses
 from pose6d_ros.core.objects import ObjectRegistry
 from pose6d_ros.core.symmetry import SymmetryPools
@@ -93,6 +95,7 @@ class EvalReport:
     detections: list[ImageDetections] = field(default_factory=list)  # with the detector
     image_width: int = 640
     depth_images: int = 0  # images whose depth the estimator was given
+    depth_rejected: int = 0  # images whose depth failed its checks (then RGB only)
     seconds: float = 0.0
     fused: EvalReport | None = None  # the same targets, multi-view fused (`views` > 1)
 
@@ -128,7 +131,7 @@ class EvalReport:
             "median_re_deg": float(np.median(re[fin])) if fin.any() else float("nan"),
             "median_te_mm": float(np.median(te[fin]) * 1e3) if fin.any() else float("nan"),
             "per_object": per_object, "detection": detection, "seconds": self.seconds,
-            "depth_images": self.depth_images,
+            "depth_images": self.depth_images, "depth_rejected": self.depth_rejected,
             "calibration": (score_calibration(np.asarray(self.scores), hit,
                                               np.asarray(self.ok, bool))
                             if len(self.scores) == len(lab) else None),
@@ -274,7 +277,15 @@ def evaluate(data: str | Path, estimator: Estimator, *, boxes: str = "gt",
             t0 = time.perf_counter()
             poses = []
             if len(labels) or boxes == "detector":  # a view without targets may still fuse
-                poses = estimator.estimate(image, job.K, given, depth=depth_m)
+                try:
+                    poses = estimator.estimate(image, job.K, given, depth=depth_m)
+                except DepthError as exc:  # as the node does: this image goes on without it
+                    print(f"eval: {job.depth_at[0]}: {exc}; estimated without depth",
+                          file=sys.stderr)
+                    report.depth_images -= 1
+                    report.depth_rejected += 1
+                    depth_m = None
+                    poses = estimator.estimate(image, job.K, given)
             elapsed = time.perf_counter() - t0
             if estimator.last_detections is not None and len(labels):
                 report.detections.append(_image_detections(estimator.last_detections, labels,

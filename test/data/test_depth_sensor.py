@@ -178,7 +178,18 @@ def test_wrong_shapes_are_errors():
     ("depth_grey_dropout", "often"),
     ("depth_dropout", -0.1),
     ("depth_quantisation", None),
+    ("depth_range", [0.5, 0.2]),
+    ("depth_range", [0.2]),
 ])
 def test_config_names_the_bad_depth_field(field, value):
     with pytest.raises(SynthConfigError, match=field):
         SynthConfig.from_dict({field: value}, source="synth.yaml")
+
+
+def test_a_camera_just_above_the_table_reads_nothing_nearer_than_its_range():
+    T = look_at([0.3, 0.0, 0.01], target=(0.0, 0.0, 0.005))  # 1 cm above the table
+    cfg = replace(EXACT, depth_range=(0.2, 8.0))
+    z = sensor_depth(np.random.default_rng(0), np.zeros((H, W), np.float32), GREY, K, T, cfg)
+    table = table_depth(K, T, H, W, cfg.depth_table_extent)
+    assert (table[(table > 0)] < 0.2).any()  # the plane itself does come that close
+    assert z[z > 0].min() >= 0.2 and z.max() <= 8.0
