@@ -25,7 +25,7 @@ import torch
 
 from pose6d_ros.core.camera import scale_intrinsics
 from pose6d_ros.core.depth import DepthError
-from pose6d_ros.core.draw import draw_poses
+from pose6d_ros.core.draw import draw_depth_residual, draw_poses
 from pose6d_ros.core.objects import ObjectRegistry
 from pose6d_ros.core.timing import StageTimer
 from pose6d_ros.core.tracking import SymmetryTracker
@@ -321,7 +321,9 @@ class FrameProcessor:
             outputs = self._outputs(image.header, poses)
             timer.mark("messages")
             if debug_image:
-                overlay = draw_poses(rgb, K, poses, self.catalog.objects)
+                base = (rgb if depth_m is None else
+                        draw_depth_residual(rgb, depth_m, K, poses, self.catalog.objects))
+                overlay = draw_poses(base, K, poses, self.catalog.objects)
                 outputs.debug_image = m.image_msg(self.types, image.header, overlay)
                 timer.mark("debug_image")
         except Exception as exc:  # e.g. a pose of an object the catalog lacks

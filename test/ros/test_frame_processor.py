@@ -436,3 +436,11 @@ def test_depth_arrivals_are_counted_and_unpaired_depth_warned(types, depth_proce
     status, values = _diagnostics(types, depth_processor)
     assert depth_processor.unpaired_warning is None
     assert values["depths_arrived"] == "4" and values["depths_unpaired"] == "3"
+
+
+def test_debug_image_tints_the_depth_residual(types, depth_processor):
+    plain = depth_processor.process(*pair(types), debug_image=True).debug_image
+    tinted = depth_processor.process(*pair(types), depth_msg(types, _scene_depth()),
+                                     debug_image=True).debug_image
+    a, b = (np.asarray(img.data).reshape(H, W, 3).astype(int) for img in (plain, tinted))
+    assert (a != b).any(-1).sum() > 20  # the objects' pixels are tinted
