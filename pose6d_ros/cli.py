@@ -305,6 +305,8 @@ def _add_train_flags(p: argparse.ArgumentParser) -> None:
     p.add_argument("--config", type=Path, help="YAML of settings (flags override it)")
     p.add_argument("--epochs", type=int)
     p.add_argument("--max-steps", type=int)
+    p.add_argument("--time-limit-s", type=float, help="end this invocation at the first "
+                   "step after this many seconds, saving as at the end (go on with --resume)")
     p.add_argument("--stop-after", type=int, help="end after this step, keeping the "
                    "learning-rate schedule of the whole run (go on with --resume)")
     p.add_argument("--batch-size", type=int)
@@ -566,11 +568,16 @@ def _cmd_onboard(args: argparse.Namespace) -> int:
         val_scenes=args.val_scenes, val_images_per_scene=args.val_images_per_scene,
         device=args.device, templates_cache=args.templates_cache, bank=_bank_config(args),
         seed=args.seed, progress=not args.quiet)
-    result = onboard(opts)
+    try:
+        result = onboard(opts)
+    except ValueError as exc:  # e.g. --train gpu without CUDA, a stale training plan
+        raise UsageError(f"onboard: {exc}") from exc
+    how = {"rgb": "ground-truth boxes, RGB", "rgbd": "ground-truth boxes, RGB-D",
+           "detector": "the trained detector's boxes, RGB"}
     for mode, figures in result.figures.items():
         _print_figures(figures, f"onboard {args.name}: synthetic validation, "
-                       f"{figures['instances']} instances, ground-truth boxes, "
-                       f"{'RGB-D' if mode == 'rgbd' else 'RGB'} ({opts.work / 'eval' / mode}):")
+                       f"{figures['instances']} instances, {how[mode]} "
+                       f"({opts.work / 'eval' / mode}):")
     steps = ", ".join(f"{k} {v:.0f} s" for k, v in result.seconds.items())
     print(f"  time: {steps}")
     params = result.params_yaml
@@ -867,9 +874,11 @@ def build_parser() -> argparse.ArgumentParser:
                     "YAML entry's, e.g. after editing them by hand")
     ob.add_argument("--train", choices=["none", "cpu", "gpu"], default="none",
                     help="none (default): training-free template poses; cpu / gpu: also "
-                    "generate data and train the detector and CoordNet within --budget")
+                    "generate data and train the detector on the objects YAML within "
+                    "--budget (CoordNet is not trained: poses stay template-based)")
     ob.add_argument("--budget", type=_parse_duration, default=7200.0,
-                    help="training time, e.g. 45m or 2h (default 2h)")
+                    help="time for training data (about a quarter) and detector training, "
+                    "e.g. 45m or 2h (default 2h)")
     ob.add_argument("--work", type=Path, help="the object's folder: report, data, runs, "
                     "figures (default onboard/NAME); re-running resumes from it")
     ob.add_argument("--val-scenes", type=int, default=6, help="synthetic validation scenes (6)")

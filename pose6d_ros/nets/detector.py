@@ -8,7 +8,7 @@ objects registry's index l - 1; `Detections.labels` are registry indices.
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass, fields
+from dataclasses import asdict, dataclass, fields, replace
 from pathlib import Path
 from typing import Any
 
@@ -127,6 +127,45 @@ def build_detector(cfg: DetectorConfig, *, init_backbone: str | Path | None = No
     if init_backbone is not None and cfg.backbone != "mobilenet_v2_fpn":
         load_backbone_weights(model, cfg, init_backbone)
     return model
+
+
+def widen_detector(model: MaskRCNN, cfg: DetectorConfig, num_classes: int
+                   ) -> DetectorConfig:
+    """Give `model` (built from `cfg`) `num_classes` > cfg.num_classes object classes, in
+    place: the background's and the old classes' rows of the box predictor (cls_score,
+    bbox_pred) and output channels of the mask predictor (mask_fcn_logits) are kept, the new
+    ones freshly initialised. Returns the config with the new `num_classes`."""
+    if num_classes <= cfg.num_classes:
+        raise ValueError(f"num_classes: widening needs more than the {cfg.num_classes} "
+                         f"classes the detector has, got {num_classes}")
+    old, new = cfg.num_classes + 1, num_classes + 1  # with the background
+    box = model.roi_heads.box_predictor
+    cls_score = _widened_linear(box.cls_score, new, old, std=0.01)
+    bbox_pred = _widened_linear(box.bbox_pred, 4 * new, 4 * old, std=0.001)
+    box.cls_score, box.bbox_pred = cls_score, bbox_pred
+    mask = model.roi_heads.mask_predictor
+    logits = mask.mask_fcn_logits
+    wide = nn.Conv2d(logits.in_channels, new, 1).to(logits.weight)
+    nn.init.kaiming_normal_(wide.weight, mode="fan_out", nonlinearity="relu")  # torchvision's
+    nn.init.zeros_(wide.bias)
+    with torch.no_grad():
+        wide.weight[:old] = logits.weight
+        wide.bias[:old] = logits.bias
+    mask.mask_fcn_logits = wide
+    return replace(cfg, num_classes=num_classes)
+
+
+def _widened_linear(layer: nn.Linear, rows: int, kept: int, std: float) -> nn.Linear:
+    """A copy of `layer` with `rows` outputs: its first `kept` rows, then new ones."""
+    wide = nn.Linear(layer.in_features, rows).to(layer.weight)
+    # Small weights and zero bias (Detectron's initialisation of these heads): a new class
+    # starts with near-zero logits and box offsets instead of swamping the trained ones.
+    nn.init.normal_(wide.weight, std=std)
+    nn.init.zeros_(wide.bias)
+    with torch.no_grad():
+        wide.weight[:kept] = layer.weight
+        wide.bias[:kept] = layer.bias
+    return wide
 
 
 def _mobilenet_v2_fpn(min_stride: int, width: int, weights: str | Path | None

@@ -5,7 +5,7 @@ Steps, each skipped when its output is already there for the same inputs:
 2. find its symmetries (or keep / drop them) and draw them;
 3. write its entry into the objects YAML, and a one-object YAML in the work folder;
 4. build its template bank and viewpoint models (training-free poses from here on);
-5. optionally generate training data and train the detector and CoordNet (`--train`);
+5. optionally generate training data and train the detector (`--train`);
 6. render a synthetic validation split of the object and measure poses on it with
    ground-truth boxes;
 7. print the figures and the `ros2 launch` line.
@@ -64,8 +64,8 @@ class OnboardResult:
     symmetries: FoundSymmetries
     report_png: Path
     object_yaml: Path  # the one-object YAML in the work folder
-    figures: dict[str, dict[str, Any]]  # "rgb", "rgbd": `pose6d eval` figures
-    weights: dict[str, Path]  # "detector", "coordnet" when trained
+    figures: dict[str, dict[str, Any]]  # "rgb", "rgbd" (and "detector"): `pose6d eval`
+    weights: dict[str, Path]  # "detector" when trained
     params_yaml: Path  # pose_node's parameters for these objects
     seconds: dict[str, float]
 
@@ -163,32 +163,31 @@ def _validation_split(object_yaml: Path, opts: OnboardOptions) -> Path:
     return data
 
 
-def _evaluate(object_yaml: Path, data: Path, opts: OnboardOptions, weights: dict[str, Path],
-              depth: bool, log: Callable[[str], None]) -> dict[str, Any]:
-    """Figures of `pose6d eval --boxes gt` on the validation split, RGB-D or RGB (cached
-    per inputs)."""
+def _evaluate(objects_yaml: Path, data: Path, opts: OnboardOptions, mode: str,
+              detector: Path | None, log: Callable[[str], None]) -> dict[str, Any]:
+    """Figures of `pose6d eval` on the validation split (cached per inputs): mode "rgb" or
+    "rgbd" with ground-truth boxes, "detector" (RGB) with the trained detector's."""
     from pose6d_ros.eval.evaluate import evaluate, write_outputs
     from pose6d_ros.pipeline import Estimator, EstimatorConfig
 
-    out = opts.work / "eval" / ("rgbd" if depth else "rgb")
-    stamp = {"object_yaml_sha256": _sha(object_yaml),
+    out = opts.work / "eval" / mode
+    stamp = {"objects_sha256": _sha(objects_yaml),
              "data": sorted(p.name for p in (data / "test").iterdir() if p.is_dir()),
-             "coordnet": str(weights.get("coordnet", "")), "bank": opts.bank.to_dict()}
+             "detector": _sha(detector) if detector else "", "bank": opts.bank.to_dict()}
     saved = _load_json(out / "onboard_stamp.json")
     figures = _load_json(out / "figures.json")
     if saved == stamp and figures is not None:
         log(f"eval: {out}/figures.json (measured before)")
         return figures
-    coordnet = weights.get("coordnet")
-    cfg = EstimatorConfig(objects=str(object_yaml), detector_weights=None,
-                          coordnet_weights=str(coordnet) if coordnet else None,
-                          coarse="both" if coordnet else "templates", device=opts.device,
+    cfg = EstimatorConfig(objects=str(objects_yaml),
+                          detector_weights=str(detector) if detector else None,
+                          coordnet_weights=None, coarse="templates", device=opts.device,
                           templates=opts.bank,
                           templates_cache=str(opts.templates_cache)
                           if opts.templates_cache else None)
     estimator = Estimator(cfg)
-    report = evaluate(data, estimator, boxes="gt", split="test", progress=opts.progress,
-                      depth=depth)
+    report = evaluate(data, estimator, boxes="detector" if detector else "gt", split="test",
+                      progress=opts.progress, depth=mode == "rgbd")
     figures = write_outputs(report, estimator.objects, out)
     (out / "onboard_stamp.json").write_text(json.dumps(stamp))
     return figures
@@ -248,10 +247,14 @@ def onboard(opts: OnboardOptions, log: Callable[[str], None] = print) -> Onboard
     params = write_node_params(opts.work / "pose.yaml", opts.objects, weights)
     data = _validation_split(object_yaml, opts)
     lap("validation data")
-    figures = {"rgb": _evaluate(object_yaml, data, opts, weights, False, log)}
-    lap("eval RGB")
-    figures["rgbd"] = _evaluate(object_yaml, data, opts, weights, True, log)
-    lap("eval RGB-D")
+    figures = {}
+    for mode in ("rgb", "rgbd"):
+        figures[mode] = _evaluate(object_yaml, data, opts, mode, None, log)
+        lap(f"eval {mode}")
+    if "detector" in weights:  # the detector knows every object of the YAML it was trained on
+        figures["detector"] = _evaluate(opts.objects, data, opts, "detector",
+                                        weights["detector"], log)
+        lap("eval detector")
     result = OnboardResult(entry=entry, mesh=report, symmetries=found, report_png=report_png,
                            object_yaml=object_yaml, figures=figures, weights=weights,
                            params_yaml=params, seconds=seconds)
@@ -265,16 +268,13 @@ def onboard(opts: OnboardOptions, log: Callable[[str], None] = print) -> Onboard
 
 
 def write_node_params(path: Path, objects: Path, weights: dict[str, Path]) -> Path:
-    """pose_node's parameters file: the bundled one with the objects (and trained weights)."""
+    """pose_node's parameters file: the bundled one with the objects, template poses (the
+    shipped CoordNet has no head for a new object) and the trained detector, if any."""
     from pose6d_ros.core.paths import share_dir
 
-    values = {"objects": objects.resolve()}
+    values = {"objects": objects.resolve(), "coarse": "templates"}
     if "detector" in weights:
         values["detector_weights"] = weights["detector"].resolve()
-    if "coordnet" in weights:
-        values["coordnet_weights"] = weights["coordnet"].resolve()
-    else:
-        values["coarse"] = "templates"
     lines = (share_dir() / "config" / "pose.yaml").read_text().splitlines()
     for i, line in enumerate(lines):
         key = line.strip().split(":", 1)[0]

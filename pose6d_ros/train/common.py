@@ -37,6 +37,9 @@ class RunConfig:
     # still that of the whole run, so that --resume (or a copy of the run folder resumed
     # with other settings) goes on from there.
     stop_after: int = 0
+    # End this invocation at the first step after this many seconds of it (0: no limit),
+    # saving as at a normal end (last.pt, final weights) so that --resume goes on.
+    time_limit_s: float = 0.0
     batch_size: int = 16
     lr: float = 1e-3
     weight_decay: float = 1e-4
@@ -117,7 +120,8 @@ class TrainLoop:
     A subclass's constructor calls `start_process`, builds `dataset` and `net` (the bare
     module), then `setup_training(module, optimizer)` and `start_run`; it implements
     `losses`, `save_checkpoint`, `load_checkpoint` and `plot`. `cfg` needs out, device,
-    seed, epochs, max_steps, batch_size, workers, log_every, checkpoint_every.
+    seed, epochs, max_steps, stop_after, time_limit_s, batch_size, workers, log_every,
+    checkpoint_every.
     """
 
     name = "train"  # progress-bar label
@@ -230,6 +234,19 @@ class TrainLoop:
                         title=f"{self.name}: validation ({self.out.name})")
         self.plot()
 
+    def _out_of_time(self, start: float) -> bool:
+        """Whether this invocation has run past `cfg.time_limit_s` since `start` (every
+        process gets rank 0's answer, so that all stop at the same step)."""
+        limit = self.cfg.time_limit_s
+        if limit <= 0:
+            return False
+        late = time.perf_counter() - start > limit
+        if self.world > 1:
+            flag = torch.tensor(float(late), device=self.device)
+            torch.distributed.broadcast(flag, src=0)
+            late = bool(flag.item())
+        return late
+
     def _save(self, name: str, *, final: bool = False) -> None:
         if self.rank == 0:
             save_atomic(self.out / name, lambda tmp: self.save_checkpoint(tmp, final=final))
@@ -245,7 +262,8 @@ class TrainLoop:
                    disable=not self.progress or self.rank != 0)
         start = time.perf_counter()
         self.model.train()
-        while self.step < end:
+        late = False
+        while self.step < end and not late:
             if self.world > 1:
                 sampler = DistributedSampler(self.dataset, seed=cfg.seed, drop_last=True)
                 sampler.set_epoch(self.epoch)
@@ -265,7 +283,9 @@ class TrainLoop:
                 self.sched.step()
                 self.step += 1
                 bar.update(1)
-                if self.rank == 0 and (self.step % cfg.log_every == 0 or self.step == end):
+                late = self._out_of_time(start)
+                if self.rank == 0 and (self.step % cfg.log_every == 0 or self.step == end
+                                       or late):
                     row = {k: float(v.detach()) for k, v in terms.items()}
                     row.update(step=self.step, epoch=self.epoch,
                                lr=self.sched.get_last_lr()[0],
@@ -276,7 +296,7 @@ class TrainLoop:
                     self._save("last.pt")
                     if self.rank == 0:
                         self.checkpoint_done()
-                if self.step >= end:
+                if self.step >= end or late:
                     break
             self.epoch += 1
         bar.close()

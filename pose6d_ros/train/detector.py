@@ -14,6 +14,7 @@ object is a different, chiral object.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -32,6 +33,7 @@ from pose6d_ros.nets.detector import (
     load_detector_checkpoint,
     run_detector,
     save_detector,
+    widen_detector,
 )
 from pose6d_ros.nets.pretrained import default_pretrained_path
 from pose6d_ros.train.common import RunConfig, TrainLoop
@@ -78,7 +80,8 @@ class DetectorTrainConfig(RunConfig):
     # set-up writes); ResNet-50 / MobileNetV3 from a local torchvision state dict, else random.
     init_backbone: str | None = None
     # Whole-detector initialisation (fine-tuning): a detector checkpoint, e.g. the shipped
-    # models/detector.pt; its architecture settings replace this config's.
+    # models/detector.pt; its architecture settings replace this config's. With fewer
+    # classes than objects, its classes are taken as the first objects' and it is widened.
     init_weights: str | None = None
     val_images: int = 64  # validation images, spread over the validation split
 
@@ -117,7 +120,7 @@ class DetectorTrainer(TrainLoop):
     val_curves = ("ap50", "recall", "precision")
 
     def __init__(self, cfg: DetectorTrainConfig, *, resume: bool = False,
-                 progress: bool = True) -> None:
+                 progress: bool = True, log: Callable[[str], None] = print) -> None:
         self.start_process(cfg, progress)
         self.clip_grad = cfg.clip_grad
         self.objects = load_objects(cfg.objects)
@@ -128,11 +131,7 @@ class DetectorTrainer(TrainLoop):
             raise ValueError(f"{cfg.data}: {len(self.dataset)} training images, fewer than one "
                              f"batch ({cfg.batch_size} x {self.world} processes)")
         if cfg.init_weights:
-            self.net, self.net_config = load_detector(cfg.init_weights)
-            if self.net_config.num_classes != len(self.objects):
-                raise ValueError(f"{cfg.init_weights}: {self.net_config.num_classes} classes, "
-                                 f"{cfg.objects} has {len(self.objects)} objects")
-            self.net = self.net.to(self.device).train()
+            self._init_from_weights(cfg, log if self.rank == 0 else None)
         else:
             self.net_config = DetectorConfig(
                 num_classes=len(self.objects), backbone=cfg.backbone, min_size=cfg.min_size,
@@ -159,6 +158,22 @@ class DetectorTrainer(TrainLoop):
         self.setup_training(_Losses(self.net, self.amp_dtype), opt)
         self.val_set = self._validation_set() if self.rank == 0 else None
         self.start_run(resume, LOG_FIELDS)
+
+    def _init_from_weights(self, cfg: DetectorTrainConfig,
+                           log: Callable[[str], None] | None) -> None:
+        """`net` and `net_config` from the `init_weights` checkpoint, widened to the
+        objects when it has fewer classes (its classes are the first objects')."""
+        self.net, self.net_config = load_detector(cfg.init_weights)
+        classes, objects = self.net_config.num_classes, len(self.objects)
+        if classes > objects:
+            raise ValueError(f"{cfg.init_weights}: {classes} classes, {cfg.objects} has "
+                             f"only {objects} objects")
+        if classes < objects:
+            self.net_config = widen_detector(self.net, self.net_config, objects)
+            if log is not None:
+                log(f"{cfg.init_weights}: {classes} classes widened to {objects} (the first "
+                    f"{classes} objects of {cfg.objects} keep theirs)")
+        self.net = self.net.to(self.device).train()
 
     def _validation_set(self) -> Subset | None:
         """Fixed, unaugmented whole images spread over the validation split (None: none)."""
