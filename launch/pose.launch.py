@@ -4,7 +4,8 @@
         camera_info_topic:=/camera/color/camera_info use_rviz:=true
 
 With registered depth (a RealSense with align_depth.enable:=true): add `use_depth:=true
-depth_topic:=/camera/aligned_depth_to_color/image_raw`.
+depth_topic:=/camera/aligned_depth_to_color/image_raw`. Multi-view fusion of a moving camera
+whose pose is in TF: add `fusion:=true fixed_frame:=map`.
 """
 
 from launch.actions import DeclareLaunchArgument, OpaqueFunction
@@ -37,6 +38,15 @@ def generate_launch_description() -> LaunchDescription:
                                           "the poses with it; overrides the config file's "
                                           "use_depth when given (empty: keep the config "
                                           "file's)."),
+        DeclareLaunchArgument("fusion", default_value="",
+                              description="true: also fuse the recent views into one pose "
+                                          "per object in fixed_frame (camera poses from TF); "
+                                          "overrides the config file's fusion when given "
+                                          "(empty: keep the config file's)."),
+        DeclareLaunchArgument("fixed_frame", default_value="",
+                              description="Frame of the fused poses (e.g. map, world); "
+                                          "overrides the config file's fixed_frame when "
+                                          "given (empty: keep the config file's)."),
         DeclareLaunchArgument("device", default_value="",
                               description="auto (CUDA when available, else CPU), cpu, cuda, "
                                           "cuda:N; overrides the config file's device when "
@@ -61,10 +71,12 @@ def generate_launch_description() -> LaunchDescription:
 
 
 def _pose_node(context: LaunchContext) -> list[Node]:
-    """pose_node; `device` and `use_depth` are passed only when given, so the config file's
-    otherwise hold."""
+    """pose_node; `device`, `use_depth`, `fusion` and `fixed_frame` are passed only when
+    given, so the config file's otherwise hold."""
     device = LaunchConfiguration("device").perform(context)
     use_depth = LaunchConfiguration("use_depth").perform(context)
+    fusion = LaunchConfiguration("fusion").perform(context)
+    fixed_frame = LaunchConfiguration("fixed_frame").perform(context)
     # value_type=str: launch would otherwise read `device:=0` as an integer, which the
     # node's string parameter refuses at start-up.
     overrides = [{"device": ParameterValue(device, value_type=str)}] if device else []
@@ -73,6 +85,11 @@ def _pose_node(context: LaunchContext) -> list[Node]:
         # substitutions and refuses a plain 'false' where a bool is asked for (Jazzy).
         overrides.append({"use_depth": ParameterValue(LaunchConfiguration("use_depth"),
                                                       value_type=bool)})
+    if fusion:
+        overrides.append({"fusion": ParameterValue(LaunchConfiguration("fusion"),
+                                                   value_type=bool)})
+    if fixed_frame:
+        overrides.append({"fixed_frame": ParameterValue(fixed_frame, value_type=str)})
     return [Node(
         package="pose6d_ros", executable="pose_node", name="pose_node",
         namespace=LaunchConfiguration("namespace"), output="screen",

@@ -6,6 +6,9 @@ is processed RGB-only), and goes through the node's own `FrameProcessor`; the ou
 written, with the image's log time, into a new bag that `ros2 bag play` and Foxglove open:
 `detections`, `poses`, `/tf`, `markers`, latched `label_info` and `object_info`,
 `/diagnostics` at the end, and a copy of the input image, camera_info and depth topics.
+With the `fusion` parameter, the camera poses come from the bag's /tf and /tf_static (see
+TfBuffer), the fused outputs go to `fused/poses`, `fused/detections` and `/tf`, and the
+input TF topics are copied too.
 """
 
 from __future__ import annotations
@@ -21,10 +24,13 @@ import numpy as np
 
 from pose6d_ros.ros import messages as m
 from pose6d_ros.ros.frame_processor import FrameProcessor, Rejected
+from pose6d_ros.ros.tf_buffer import TfBuffer
 
 IMAGE_TYPES = ("sensor_msgs/msg/Image", "sensor_msgs/msg/CompressedImage")
 INFO_TYPE = "sensor_msgs/msg/CameraInfo"
 DEPTH_TYPE = "sensor_msgs/msg/Image"
+TF_TYPE = "tf2_msgs/msg/TFMessage"
+TF_TOPICS = {"/tf": False, "/tf_static": True}  # topic -> static
 SAMPLE_DEPTH_TOPIC = "/camera/aligned_depth_to_color/image_raw"  # as realsense2_camera names it
 BAG_VERSION = 8  # rosbag2 metadata version that Humble's reader and newer ones accept
 SAMPLE_START_NS = 1_700_000_000 * 10**9  # stamp of a sample bag's first image
@@ -42,6 +48,9 @@ class BagSummary:
     processed: int = 0
     with_depth: int = 0  # processed with a depth image
     instances: int = 0
+    views_fused: int = 0  # with fusion: processed images whose view was fused
+    views_without_tf: int = 0  # with fusion: processed images without a camera pose
+    fused_objects: int = 0  # after the last fused view
     rejected: Counter = field(default_factory=Counter)  # kind -> images
     written: Counter = field(default_factory=Counter)  # output topic -> messages
 
@@ -99,7 +108,9 @@ def process_bag(src: str | Path, dst: str | Path, processor: FrameProcessor, sto
     """Run `processor` on every image of bag `src`; write the outputs into the new bag `dst`.
 
     `store` is the rosbags typestore the processor's message types come from; with
-    `depth_topic` each image also gets the depth image nearest in stamp within `slop`.
+    `depth_topic` each image also gets the depth image nearest in stamp within `slop`. With
+    the processor's `fusion` on and no `transforms` of its own, camera poses come from the
+    bag's TF (the nearest transform within `slop` where the recorded ones end).
     """
     from rosbags.rosbag2 import Reader, ReaderError, WriterError
 
@@ -107,6 +118,7 @@ def process_bag(src: str | Path, dst: str | Path, processor: FrameProcessor, sto
     if not src.exists():
         raise BagError(f"{src}: cannot read bag: no such file or folder")
     summary = BagSummary()
+    own_tf = processor.transforms is None  # this bag's TF, set by _process, not kept
     try:
         with (Reader(src) as reader, _writer(dst, storage) as writer,
               _DepthIndex(src, store, depth_topic, slop) as depths):
@@ -117,6 +129,9 @@ def process_bag(src: str | Path, dst: str | Path, processor: FrameProcessor, sto
         raise BagError(f"{src}: cannot read bag: {exc}") from exc
     except WriterError as exc:
         raise BagError(f"{dst}: cannot write bag: {exc}") from exc
+    finally:
+        if own_tf:
+            processor.transforms = None
     return summary
 
 
@@ -191,6 +206,14 @@ def _process(reader: Any, writer: Any, processor: FrameProcessor, store: Any,
     info_conns = _connections(reader, src, info_topic, (INFO_TYPE,))
     depth_conns = ([c for c in reader.connections if c.topic == depths.topic]
                    if depths.topic is not None else [])
+    fusion = processor.settings.fusion
+    tf_conns = ([c for c in reader.connections if c.topic in TF_TOPICS and c.msgtype == TF_TYPE]
+                if fusion else [])
+    if fusion and processor.transforms is None:
+        tf = TfBuffer(tolerance_s=slop)
+        for c, _, raw in reader.messages(connections=tf_conns):
+            tf.add(store.deserialize_cdr(raw, c.msgtype), static=TF_TOPICS[c.topic])
+        processor.transforms = tf
     for stamp in depths.stamps:
         processor.pairing.depth(int(stamp))
     infos = [store.deserialize_cdr(raw, c.msgtype)
@@ -202,17 +225,26 @@ def _process(reader: Any, writer: Any, processor: FrameProcessor, store: Any,
     infos, info_stamps = [infos[i] for i in order], info_stamps[order]
 
     out = _Out(writer, store, namespace, summary)
-    copies = {c.id: writer.add_connection(c.topic, c.msgtype, typestore=store)
-              for c in (image_conns + info_conns + depth_conns if copy_input else [])}
+    copies: dict[int, Any] = {}
+    for c in image_conns + info_conns + depth_conns + tf_conns if copy_input else []:
+        same = next((copies[d.id] for d in tf_conns if d.id in copies and d.topic == c.topic),
+                    None)  # one /tf connection for every recorder's
+        copies[c.id] = same or writer.add_connection(
+            c.topic, c.msgtype, typestore=store,
+            offered_qos_profiles=_latched_qos() if TF_TOPICS.get(c.topic) else ())
+        if c.topic == "/tf":
+            out.connections["/tf"] = copies[c.id]  # the outputs' TF joins the copy
     Header = store.types["std_msgs/msg/Header"]
     start = reader.start_time
     out.write("label_info", processor.label_info(Header(stamp=_time(store, start),
                                                         frame_id="")), start, latched=True)
     out.write("object_info", processor.object_info(), start, latched=True)
     last = start
+    without_tf = processor.stats.views_without_tf
     image_ids = {c.id for c in image_conns}
     for conn, timestamp, raw in reader.messages(connections=image_conns + info_conns
-                                                + (depth_conns if copy_input else [])):
+                                                + (depth_conns + tf_conns if copy_input
+                                                   else [])):
         if conn.id in copies:
             writer.write(copies[conn.id], timestamp, raw)
         if conn.id not in image_ids:
@@ -244,6 +276,14 @@ def _process(reader: Any, writer: Any, processor: FrameProcessor, store: Any,
             out.write("markers", result.markers, timestamp)
         if result.debug_image is not None:
             out.write("debug_image", result.debug_image, timestamp)
+        if result.fused is not None:
+            summary.views_fused += 1
+            summary.fused_objects = len(result.fused.poses)
+            out.write("fused/poses", result.fused.pose_array, timestamp)
+            out.write("fused/detections", result.fused.detections, timestamp)
+            if result.fused.tf is not None and result.fused.tf.transforms:
+                out.write("/tf", result.fused.tf, timestamp)
+    summary.views_without_tf = processor.stats.views_without_tf - without_tf
     out.write("/diagnostics", processor.diagnostics(Header(stamp=_time(store, last),
                                                            frame_id="")), last)
 
@@ -282,18 +322,27 @@ def make_sample_bag(scene: str | Path, dst: str | Path, store: Any, *,
                     info_topic: str = "/camera/camera_info",
                     depth_topic: str = SAMPLE_DEPTH_TOPIC,
                     frame_id: str = "camera_optical_frame", rate_hz: float = 2.0,
-                    storage: str = "mcap") -> int:
+                    storage: str = "mcap", world_frame: str = "world") -> int:
     """A bag of the images of a BOP scene folder (`rgb/`, `scene_camera.json`) as rgb8 Image
     + CameraInfo pairs at `rate_hz`, and where the scene has `depth/`, each image's depth as
-    a 16UC1 millimetre Image (same stamp and frame) on `depth_topic`; the nearest README.md
-    (the data's attribution and license) is copied beside it as ATTRIBUTION.md. Returns the
-    number of images."""
+    a 16UC1 millimetre Image (same stamp and frame) on `depth_topic`; where
+    `scene_camera.json` has camera poses (`cam_R_w2c`, `cam_t_w2c`: `pose6d synth` scenes),
+    each image's camera pose as TF `world_frame` -> `frame_id` on /tf at the image stamp. The
+    nearest README.md (the data's attribution and license) is copied beside it as
+    ATTRIBUTION.md. Returns the number of images."""
     from rosbags.rosbag2 import WriterError
 
-    from pose6d_ros.data.bop import load_depth_scales, load_scene_camera, read_depth, read_image
+    from pose6d_ros.data.bop import (
+        load_depth_scales,
+        load_scene_camera,
+        load_scene_camera_poses,
+        read_depth,
+        read_image,
+    )
 
     scene, dst = Path(scene), Path(dst)
     cameras = load_scene_camera(scene / "scene_camera.json")
+    T_cam_world = load_scene_camera_poses(scene / "scene_camera.json")
     files = {int(p.stem): p for p in sorted((scene / "rgb").glob("*"))
              if p.suffix.lower() in (".png", ".jpg", ".jpeg")}
     ids = sorted(set(files) & set(cameras))
@@ -312,6 +361,8 @@ def make_sample_bag(scene: str | Path, dst: str | Path, store: Any, *,
             c_info = writer.add_connection(info_topic, INFO_TYPE, typestore=store)
             c_depth = (writer.add_connection(depth_topic, DEPTH_TYPE, typestore=store)
                        if set(ids) & set(depth_files) else None)
+            c_tf = (writer.add_connection("/tf", TF_TYPE, typestore=store)
+                    if set(ids) & set(T_cam_world) else None)
             for k, im_id in enumerate(ids):
                 rgb = read_image(files[im_id])
                 h, w = rgb.shape[:2]
@@ -330,11 +381,23 @@ def make_sample_bag(scene: str | Path, dst: str | Path, store: Any, *,
                     mm = np.clip(np.round(metres * 1000.0), 0, 65535).astype(np.uint16)
                     depth = m.depth_image_msg(types, header, mm)
                     writer.write(c_depth, stamp, store.serialize_cdr(depth, depth.__msgtype__))
+                if c_tf is not None and im_id in T_cam_world:
+                    T = np.linalg.inv(T_cam_world[im_id])  # T_world_cam
+                    tf = types.TFMessage(transforms=[m.transform_stamped(
+                        types, types.Header(stamp=header.stamp, frame_id=world_frame),
+                        frame_id, T[:3, 3], m.matrix_quaternion(T[:3, :3]))])
+                    writer.write(c_tf, stamp, store.serialize_cdr(tf, tf.__msgtype__))
     except WriterError as exc:
         raise BagError(f"{dst}: cannot write bag: {exc}") from exc
     if readme is not None:
         shutil.copyfile(readme, dst / "ATTRIBUTION.md")
     return len(ids)
+
+
+def _has_camera_poses(path: Path) -> bool:
+    from pose6d_ros.data.bop import load_scene_camera_poses
+
+    return bool(load_scene_camera_poses(path))
 
 
 def run(args: Any) -> int:
@@ -352,8 +415,10 @@ def run(args: Any) -> int:
                                 info_topic=args.info_topic, depth_topic=depth_topic,
                                 storage=args.storage)
             depth = f" (depth on {depth_topic})" if (scene / "depth").is_dir() else ""
+            tf = (" (camera poses on /tf)" if _has_camera_poses(scene / "scene_camera.json")
+                  else "")
             print(f"wrote {args.out}: {n} images on {args.image_topic} and "
-                  f"{args.info_topic}{depth}")
+                  f"{args.info_topic}{depth}{tf}")
             return 0
         if args.input is None:
             raise BagError("give the input bag (or --make-sample)")
@@ -383,8 +448,10 @@ def run(args: Any) -> int:
         return 2
     rejected = ", ".join(f"{k} {v}" for k, v in sorted(summary.rejected.items())) or "none"
     depth = f", {summary.with_depth} with depth" if args.depth_topic else ""
+    fused = (f", {summary.views_fused} views fused ({summary.views_without_tf} without TF, "
+             f"{summary.fused_objects} objects)" if settings.fusion else "")
     print(f"bag {args.input} -> {args.out} ({args.storage}): {summary.images} images, "
-          f"{summary.processed} processed, {summary.instances} instances{depth}; "
+          f"{summary.processed} processed, {summary.instances} instances{depth}{fused}; "
           f"rejected: {rejected}")
     for topic, count in sorted(summary.written.items()):
         print(f"  {topic:<24} {count:>6} messages")

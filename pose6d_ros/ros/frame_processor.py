@@ -4,8 +4,12 @@ message out.
 `FrameProcessor.process` decodes and checks the pair (and the registered depth image, when
 one comes with it), runs the estimator, drops non-finite poses, keeps instance indices and
 symmetry choices stable over time (SymmetryTracker) and builds the output messages with the
-image's header. A bad frame is rejected with a reason and counted; nothing raises out, so
-the node keeps running. `pose6d bag` calls the same code.
+image's header. With `fusion` on, it also looks up the camera's pose in `fixed_frame` at the
+image stamp (its `transforms`: the node's tf2 buffer, `pose6d bag`'s TfBuffer), adds the view
+to the fusion window and builds the fused outputs in `fixed_frame`; a view without a camera
+pose is left out of the fusion and counted, its per-view outputs published as usual. A bad
+frame is rejected with a reason and counted; nothing raises out, so the node keeps running.
+`pose6d bag` calls the same code.
 """
 
 from __future__ import annotations
@@ -29,11 +33,19 @@ from pose6d_ros.core.draw import draw_depth_residual, draw_poses
 from pose6d_ros.core.objects import ObjectRegistry
 from pose6d_ros.core.timing import StageTimer
 from pose6d_ros.core.tracking import SymmetryTracker
+from pose6d_ros.fusion.multiview import View
 from pose6d_ros.pipeline import EstimatorConfig, ObjectPose
 from pose6d_ros.ros import messages as m
+from pose6d_ros.ros.fusion_window import (
+    TransformSource,
+    ViewFusion,
+    check_camera_pose,
+    fused_poses,
+)
 from pose6d_ros.ros.parameters import PoseSettings, estimator_config
 
 _EMA = 0.1  # weight of the newest sample in the rate and latency averages
+FUSED_PREFIX = "fused_"  # TF child frames of fused objects: <tf_prefix>fused_<object>_<index>
 
 T = TypeVar("T")
 
@@ -98,6 +110,17 @@ class Rejected:
 
 
 @dataclass
+class FusedOutputs:
+    """The fused objects after one view, in `fixed_frame` with the view's image stamp."""
+
+    poses: list[ObjectPose]  # fixed frame; stable `instance` index
+    detections: Any  # vision_msgs/Detection3DArray
+    pose_array: Any  # geometry_msgs/PoseArray
+    tf: Any | None  # tf2_msgs/TFMessage, children <tf_prefix>fused_<object>_<index>
+    views: int  # views in the window
+
+
+@dataclass
 class FrameOutputs:
     """Every message of one processed frame; None where the output is switched off."""
 
@@ -108,6 +131,8 @@ class FrameOutputs:
     tf: Any | None  # tf2_msgs/TFMessage
     markers: Any | None  # visualization_msgs/MarkerArray
     debug_image: Any | None  # sensor_msgs/Image (only when asked for)
+    fused: FusedOutputs | None = None  # with `fusion`, unless the view was not fused
+    fusion_error: str | None = None  # why the view was not fused (no camera pose, ...)
 
 
 class InputPairing:
@@ -204,15 +229,26 @@ class FrameStats:
     with_depth: int = 0  # processed frames that came with a depth image
     without_depth: int = 0  # processed RGB-only although use_depth is on (no depth came)
     instances: int = 0  # in the last processed frame
+    views_fused: int = 0  # processed frames added to the fusion window and fused
+    views_without_tf: int = 0  # processed frames without a camera pose: not fused
+    fusion_failed: int = 0  # processed frames whose fusion raised: not fused
+    fused_objects: int = 0  # after the last fused view
+    window_views: int = 0  # views in the fusion window
+    last_fusion_error: str = ""  # why the last processed frame was not fused ("": it was)
     last_error: str = ""
     last_rejected: bool = False
     rate_hz: float = 0.0
     latency_ms: dict[str, float] = field(default_factory=dict)  # stage -> moving average
     lock: threading.Lock = field(default_factory=threading.Lock, repr=False)
 
-    def values(self) -> dict[str, str]:
-        """Diagnostics key/values."""
+    def values(self, *, fusion: bool = False) -> dict[str, str]:
+        """Diagnostics key/values (`fusion`: with the fusion counters)."""
         with self.lock:
+            fused = ({"views_fused": self.views_fused,
+                      "views_without_tf": self.views_without_tf,
+                      "fusion_failed": self.fusion_failed,
+                      "fused_objects": self.fused_objects,
+                      "fusion_window_views": self.window_views} if fusion else {})
             out = {"frames_processed": self.processed,
                    "frames_dropped": self.dropped,
                    "frames_rejected": sum(self.rejected.values()),
@@ -220,6 +256,7 @@ class FrameStats:
                    "frames_with_depth": self.with_depth,
                    "frames_without_depth": self.without_depth,
                    "nan_poses_dropped": self.nan_poses, "instances": self.instances,
+                   **fused,
                    "rate_hz": f"{self.rate_hz:.2f}",
                    **{f"latency_{k}_ms": f"{v:.1f}" for k, v in self.latency_ms.items()},
                    "last_error": self.last_error}
@@ -232,10 +269,12 @@ class FrameProcessor:
     def __init__(self, types: m.MessageTypes, settings: PoseSettings, objects: ObjectRegistry,
                  *, estimator: EstimatorLike | None = None, estimator_error: str | None = None,
                  image_topic: str = "image", info_topic: str = "camera_info",
-                 depth_topic: str = "depth", clock: Callable[[], float] = time.monotonic
-                 ) -> None:
-        """`objects` serve the metadata and the tracker until an estimator brings its own."""
+                 depth_topic: str = "depth", clock: Callable[[], float] = time.monotonic,
+                 transforms: TransformSource | None = None) -> None:
+        """`objects` serve the metadata and the tracker until an estimator brings its own;
+        `transforms` answers the camera pose lookups of `fusion`."""
         self.types = types
+        self.transforms = transforms
         self.settings = settings
         self.image_topic, self.info_topic = image_topic, info_topic
         self.depth_topic = depth_topic
@@ -254,6 +293,7 @@ class FrameProcessor:
         self.catalog = m.object_catalog(objects)
         self.tracker = SymmetryTracker(objects, gate=self.settings.track_gate,
                                        max_missed=self.settings.track_max_missed)
+        self._fusion: ViewFusion | None = None  # made on the first view to fuse
 
     def set_estimator(self, estimator: EstimatorLike | None, error: str | None = None) -> None:
         """Use `estimator` (None: frames are rejected with `error` until one is set)."""
@@ -261,6 +301,7 @@ class FrameProcessor:
             self._use_objects(estimator.objects)
         self.estimator = estimator
         self.estimator_error = None if estimator is not None else (error or "no estimator")
+        self._fusion = None  # its joint refinement is the estimator's refiner
         with self.stats.lock:
             self.stats.last_error = self.estimator_error or ""
 
@@ -278,7 +319,7 @@ class FrameProcessor:
                 debug_image: bool = False) -> FrameOutputs | Rejected:
         """Process one synchronised pair, with its registered `depth` image (sensor_msgs
         Image) when given; `debug_image` also draws the overlay. A depth image that cannot
-        be used rejects the frame (kind "depth")."""
+        be used rejects the frame (kind "depth"). With `fusion`, also the fused outputs."""
         s = self.settings
         timer = StageTimer(None)
         try:
@@ -329,8 +370,47 @@ class FrameProcessor:
         except Exception as exc:  # e.g. a pose of an object the catalog lacks
             return self._reject("output", f"cannot build the outputs: {type(exc).__name__}: "
                                           f"{exc}")
-        self._record(timer, poses, nan_count, with_depth=depth_m is not None)
+        fusion = None
+        if s.fusion:
+            depth_in = None if depth_m is None else scale_depth(depth_m, rgb_in.shape[:2])
+            fusion = self._fuse(image.header, View(rgb_in, K_in, np.eye(4), poses, depth_in))
+            outputs.fused, outputs.fusion_error = fusion[1], fusion[2]
+            timer.mark("fusion")
+        self._record(timer, poses, nan_count, with_depth=depth_m is not None, fusion=fusion)
         return outputs
+
+    def _fuse(self, header: Any, view: View) -> tuple[str, FusedOutputs | None, str | None]:
+        """Add `view` (its camera pose looked up here) to the window and fuse: ("fused",
+        outputs, None), or ("no_tf" or "failed", None, the reason)."""
+        s = self.settings
+        frame, stamp = str(header.frame_id), m.stamp_ns(header)
+        try:
+            if self.transforms is None:
+                raise LookupError("no TF source")
+            view.T_world_cam = check_camera_pose(self.transforms.lookup(s.fixed_frame, frame,
+                                                                        stamp))
+        except Exception as exc:  # tf2's errors, a bad transform: the view is skipped
+            return "no_tf", None, (f"no camera pose {s.fixed_frame} <- {frame} at "
+                                   f"{stamp * 1e-9:.3f} s: {exc}")
+        try:
+            if self._fusion is None:
+                self._fusion = ViewFusion(self.objects,
+                                          getattr(self.estimator, "refiner", None))
+            fused = self._fusion.add(view, stamp, size=s.fusion_window,
+                                     max_age_s=s.fusion_window_s,
+                                     min_baseline=s.min_view_baseline,
+                                     track_gate=s.track_gate,
+                                     track_max_missed=s.track_max_missed)
+            poses = fused_poses(fused)
+            hdr = m.copy_header(self.types, header, s.fixed_frame)
+            return "fused", FusedOutputs(
+                poses=poses, detections=m.detections_msg(self.types, hdr, poses, self.catalog),
+                pose_array=m.pose_array_msg(self.types, hdr, poses),
+                tf=(m.tf_msg(self.types, hdr, poses, s.tf_prefix + FUSED_PREFIX)
+                    if s.publish_tf else None),
+                views=len(self._fusion.window)), None
+        except Exception as exc:  # a numerical failure must not stop the per-view outputs
+            return "failed", None, f"fusion failed: {type(exc).__name__}: {exc}"
 
     def _reject(self, kind: str, reason: str) -> Rejected:
         with self.stats.lock:
@@ -364,7 +444,8 @@ class FrameProcessor:
             debug_image=None)
 
     def _record(self, timer: StageTimer, poses: list[ObjectPose], nan_count: int, *,
-                with_depth: bool) -> None:
+                with_depth: bool,
+                fusion: tuple[str, FusedOutputs | None, str | None] | None = None) -> None:
         now = self._clock()
         stages = dict(timer.ms, total=timer.total_ms())
         if poses:
@@ -379,6 +460,16 @@ class FrameProcessor:
                 st.without_depth += 1
             st.instances = len(poses)
             st.last_rejected = False
+            if fusion is not None:
+                kind, fused, error = fusion
+                st.views_fused += kind == "fused"
+                st.views_without_tf += kind == "no_tf"
+                st.fusion_failed += kind == "failed"
+                st.last_fusion_error = error or ""
+                if fused is not None:
+                    st.fused_objects, st.window_views = len(fused.poses), fused.views
+                else:
+                    st.last_error = error or ""
             if self._last_done is not None and now > self._last_done:
                 rate = 1.0 / (now - self._last_done)
                 st.rate_hz = rate if st.rate_hz == 0 else (1 - _EMA) * st.rate_hz + _EMA * rate
@@ -403,8 +494,11 @@ class FrameProcessor:
         """DiagnosticArray: ERROR without an estimator; WARN while inputs arrive and none pair
         (also kept in `unpaired_warning`) or after a rejected frame; else OK. Counters add
         up: frames_arrived = frames_unpaired + frames_paired, and frames_paired =
-        frames_processed + frames_rejected + frames_dropped (+ the frame in progress)."""
-        values = {"device": self.device, **self.pairing.values(), **self.stats.values()}
+        frames_processed + frames_rejected + frames_dropped (+ the frame in progress); with
+        fusion, frames_processed = views_fused + views_without_tf + fusion_failed. WARN too
+        while the last processed view could not be fused (no camera pose in TF)."""
+        values = {"device": self.device, **self.pairing.values(),
+                  **self.stats.values(fusion=self.settings.fusion)}
         images, infos, pairs = self.pairing.window()
         depths = self.pairing.depth_window()
         self.unpaired_warning = None
@@ -416,6 +510,8 @@ class FrameProcessor:
             level, message = "WARN", self.unpaired_warning
         elif self.stats.last_rejected:
             level, message = "WARN", f"frame rejected: {self.stats.last_error}"
+        elif self.settings.fusion and self.stats.last_fusion_error:
+            level, message = "WARN", f"view not fused: {self.stats.last_fusion_error}"
         else:
             level, message = "OK", f"{self.stats.instances} instance(s) in the last frame"
         return m.diagnostics_msg(self.types, header, name=name, hardware_id=self.device,

@@ -25,7 +25,7 @@ from pose6d_ros.core.depth import DepthError, check_depth, depth_to_metres
 from pose6d_ros.core.draw import PALETTE
 from pose6d_ros.core.objects import ObjectRegistry
 from pose6d_ros.core.paths import PACKAGE, share_dir
-from pose6d_ros.core.rotations import matrix_to_quaternion
+from pose6d_ros.core.rotations import matrix_to_quaternion, quaternion_to_matrix
 from pose6d_ros.pipeline import ObjectPose
 
 TYPE_NAMES = {
@@ -345,11 +345,11 @@ def instance_name(name: str, index: int) -> str:
 
 # ---- output ----------------------------------------------------------------------------
 
-def copy_header(types: MessageTypes, header: Any) -> Any:
-    """A Header with the stamp and frame_id of `header` (any message flavour)."""
+def copy_header(types: MessageTypes, header: Any, frame_id: str | None = None) -> Any:
+    """A Header with the stamp and frame_id (or `frame_id`) of `header` (any flavour)."""
     return types.Header(stamp=types.Time(sec=int(header.stamp.sec),
                                          nanosec=int(header.stamp.nanosec)),
-                        frame_id=str(header.frame_id))
+                        frame_id=str(header.frame_id if frame_id is None else frame_id))
 
 
 def _arrays(poses: Sequence[ObjectPose]) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
@@ -414,19 +414,39 @@ def frame_name(prefix: str, name: str, index: int) -> str:
     return f"{prefix}{instance_name(name, index)}"
 
 
+def transform_stamped(types: MessageTypes, header: Any, child: str, t: np.ndarray,
+                      q: np.ndarray) -> Any:
+    """TransformStamped `T_parent_child`: parent = `header`'s frame, translation `t (3,)`,
+    rotation `q (4,)` (x, y, z, w)."""
+    return types.TransformStamped(
+        header=copy_header(types, header), child_frame_id=child,
+        transform=types.Transform(translation=_vector3(types, t),
+                                  rotation=types.Quaternion(x=float(q[0]), y=float(q[1]),
+                                                            z=float(q[2]), w=float(q[3]))))
+
+
 def tf_msg(types: MessageTypes, header: Any, poses: Sequence[ObjectPose], prefix: str
            ) -> Any:
     """TFMessage: parent = the image frame, stamp = the image stamp, one child per instance."""
-    hdr = copy_header(types, header)
     _, t, q = _arrays(poses)
-    transforms = [types.TransformStamped(
-        header=hdr, child_frame_id=frame_name(prefix, p.name, p.instance),
-        transform=types.Transform(translation=_vector3(types, t[i]),
-                                  rotation=types.Quaternion(x=float(q[i, 0]), y=float(q[i, 1]),
-                                                            z=float(q[i, 2]),
-                                                            w=float(q[i, 3]))))
-                  for i, p in enumerate(poses)]
-    return types.TFMessage(transforms=transforms)
+    return types.TFMessage(transforms=[
+        transform_stamped(types, header, frame_name(prefix, p.name, p.instance), t[i], q[i])
+        for i, p in enumerate(poses)])
+
+
+def transform_matrix(transform: Any) -> np.ndarray:
+    """`T (4, 4)` of a geometry_msgs Transform (the quaternion normalised)."""
+    v, r = transform.translation, transform.rotation
+    q = torch.tensor([[r.x, r.y, r.z, r.w]], dtype=torch.float64)
+    T = np.eye(4)
+    T[:3, :3] = quaternion_to_matrix(q)[0].numpy()
+    T[:3, 3] = [v.x, v.y, v.z]
+    return T
+
+
+def matrix_quaternion(R: np.ndarray) -> np.ndarray:
+    """Quaternion `(4,)` (x, y, z, w) of a rotation matrix `R (3, 3)`."""
+    return matrix_to_quaternion(torch.from_numpy(np.asarray(R, np.float64))[None])[0].numpy()
 
 
 def markers_msg(types: MessageTypes, header: Any, poses: Sequence[ObjectPose],

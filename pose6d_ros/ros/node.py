@@ -6,7 +6,9 @@ mono16 or 32FC1, registered to `image`), joined by an ApproximateTimeSynchronize
 QoS (override with `qos_overrides.<topic>.subscription.*`). Out, each with the image's header:
 `detections`, `poses` (and `poses/<object>`), `markers`, `debug_image` (drawn only while
 subscribed), TF on /tf; latched `label_info` (vision_msgs/LabelInfo) and `object_info`
-(std_msgs/String, JSON: mesh URLs, scales, symmetries); `/diagnostics`.
+(std_msgs/String, JSON: mesh URLs, scales, symmetries); `/diagnostics`. With `fusion`, also
+`fused/poses`, `fused/detections` and TF frames `<tf_prefix>fused_<object>_<index>`, in
+`fixed_frame`: the camera's pose there comes from TF (a tf2 buffer) at each image stamp.
 
 Inference runs in a worker thread that takes the newest pair from a one-item slot, so the
 executor never blocks and frames arriving while it is busy replace each other (counted as
@@ -19,6 +21,8 @@ from __future__ import annotations
 import threading
 from typing import Any
 
+import numpy as np
+
 try:
     import message_filters
     import rclpy
@@ -28,6 +32,8 @@ try:
         ParameterDescriptor,
         SetParametersResult,
     )
+    from rclpy.clock import ClockType
+    from rclpy.duration import Duration
     from rclpy.exceptions import ParameterException
     from rclpy.executors import ExternalShutdownException
     from rclpy.logging import get_logger
@@ -41,7 +47,8 @@ try:
         qos_profile_sensor_data,
     )
     from rclpy.qos_overriding_options import QoSOverridingOptions
-    from tf2_ros import TransformBroadcaster
+    from rclpy.time import Time
+    from tf2_ros import Buffer, TransformBroadcaster, TransformException, TransformListener
 except ModuleNotFoundError as exc:  # pragma: no cover - only without ROS 2
     raise ModuleNotFoundError(f"pose_node needs ROS 2 Humble or Jazzy ({exc.name} is missing): "
                               "source /opt/ros/<distro>/setup.bash first", name=exc.name
@@ -61,10 +68,29 @@ NODE_NAME = "pose_node"
 WARN_THROTTLE_S = 5.0  # at most one warning per call site in this many seconds
 PUBLISH_DEPTH = 10
 DIAGNOSTIC_NAME = "pose6d_ros: pose_node"
+TF_TIMEOUT_S = 0.1  # wait for a camera pose this long (in the worker, not the executor)
 
 
 class ParameterValueError(ValueError):
     """A start-up parameter value the node cannot use (the message names it)."""
+
+
+class TfCameraPoses:
+    """Camera poses from a tf2 buffer, for `FrameProcessor` (a TransformSource)."""
+
+    def __init__(self, buffer: Buffer, timeout_s: float = TF_TIMEOUT_S) -> None:
+        self.buffer = buffer
+        self.timeout = Duration(nanoseconds=round(timeout_s * 1e9))
+
+    def lookup(self, target: str, source: str, stamp_ns: int) -> np.ndarray:
+        """`T_target_source (4, 4)` at `stamp_ns`; LookupError with tf2's reason."""
+        try:
+            tf = self.buffer.lookup_transform(
+                target, source, Time(nanoseconds=stamp_ns, clock_type=ClockType.ROS_TIME),
+                timeout=self.timeout)
+        except TransformException as exc:
+            raise LookupError(f"{type(exc).__name__}: {exc}") from None
+        return m.transform_matrix(tf.transform)
 
 
 class PoseNode(Node):
@@ -95,6 +121,15 @@ class PoseNode(Node):
                                                       PUBLISH_DEPTH)
         self._pub_class: dict[str, Any] = {}
         self._tf = TransformBroadcaster(self)
+        self._camera_poses: TfCameraPoses | None = None
+        if s.fusion:  # read-only: the TF listener and the fused topics exist from start-up
+            self._tf_buffer = Buffer(node=self)
+            self._tf_listener = TransformListener(self._tf_buffer, self)
+            self._camera_poses = TfCameraPoses(self._tf_buffer)
+            self._pub_fused_poses = self.create_publisher(types.PoseArray, "fused/poses",
+                                                          PUBLISH_DEPTH)
+            self._pub_fused_detections = self.create_publisher(
+                types.Detection3DArray, "fused/detections", PUBLISH_DEPTH)
 
         image_type = types.CompressedImage if s.use_compressed else types.Image
         self._sub_image = message_filters.Subscriber(
@@ -230,7 +265,8 @@ class PoseNode(Node):
                                    image_topic=self._sub_image.sub.topic_name,
                                    info_topic=self._sub_info.sub.topic_name,
                                    depth_topic=(self._sub_depth.sub.topic_name
-                                                if self._sub_depth is not None else "depth"))
+                                                if self._sub_depth is not None else "depth"),
+                                   transforms=self._camera_poses)
         if self._processor is not None:  # keep the counts across reloads
             processor.stats = self._processor.stats
         self._processor = processor
@@ -257,8 +293,16 @@ class PoseNode(Node):
                 self._pub_class[name] = self.create_publisher(self.types.PoseArray,
                                                               f"poses/{name}", PUBLISH_DEPTH)
             self._pub_class[name].publish(msg)
-        if out.tf is not None and out.tf.transforms:
-            self._tf.sendTransform(list(out.tf.transforms))
+        transforms = list(out.tf.transforms) if out.tf is not None else []
+        if out.fused is not None:
+            self._pub_fused_poses.publish(out.fused.pose_array)
+            self._pub_fused_detections.publish(out.fused.detections)
+            if out.fused.tf is not None:
+                transforms += list(out.fused.tf.transforms)
+        elif out.fusion_error is not None:
+            self.get_logger().warning(out.fusion_error, throttle_duration_sec=WARN_THROTTLE_S)
+        if transforms:
+            self._tf.sendTransform(transforms)
         if out.markers is not None:
             self._pub_markers.publish(out.markers)
         if out.debug_image is not None:

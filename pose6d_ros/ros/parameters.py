@@ -95,6 +95,21 @@ class PoseSettings:
                            "index and symmetry choice.", range=(0.0, 100.0))
     track_max_missed: int = _p(5, "Frames an unseen instance keeps its index.",
                                range=(0, 100000))
+    fusion: bool = _p(False, "Fuse the recent views into one pose per object in "
+                      "fixed_frame (camera poses from TF at each image stamp), published on "
+                      "'fused/poses', 'fused/detections' and TF beside the per-view outputs.",
+                      read_only=True)
+    fixed_frame: str = _p("world", "Frame of the fused poses; the camera's pose in it "
+                          "(fixed_frame <- the image's frame_id) is looked up in TF at each "
+                          "image stamp.", read_only=True)
+    fusion_window: int = _p(4, "Most views fused together; the oldest leaves first.",
+                            range=(1, 64))
+    fusion_window_s: float = _p(0.0, "Views older than this (s) before the newest leave the "
+                                "window; 0: no time limit.", range=(0.0, 3600.0))
+    min_view_baseline: float = _p(0.05, "A view whose camera centre is within this (m) of a "
+                                  "view in the window replaces the nearest such view instead "
+                                  "of being added (a camera standing still keeps one view).",
+                                  range=(0.0, 10.0))
     diagnostics_period: float = _p(1.0, "Seconds between /diagnostics messages.",
                                    range=(0.1, 60.0), read_only=True)
 

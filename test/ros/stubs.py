@@ -32,9 +32,10 @@ def make_pose(objects, name: str, t, *, R=None, score: float = 0.9, instance: in
 
 
 class StubEstimator:
-    """Returns `self.poses` (by default an eggbox and a can 0.8 m ahead) for every image;
-    raises `self.error` when set; records each call's image shape and K, and its depth
-    (None when called without)."""
+    """Returns `self.poses` (by default an eggbox and a can 0.8 m ahead) for every image, or
+    with `self.script` set, its next entry on each call (round robin); raises `self.error`
+    when set; records each call's image shape and K, and its depth (None when called
+    without)."""
 
     def __init__(self, config: EstimatorConfig) -> None:
         self.config = config
@@ -42,6 +43,7 @@ class StubEstimator:
         self.device = torch.device("cpu")
         self.poses = [make_pose(self.objects, "eggbox", [0.05, -0.02, 0.8], score=0.9),
                       make_pose(self.objects, "can", [-0.1, 0.05, 0.9], score=0.7)]
+        self.script: list[list[ObjectPose]] | None = None
         self.error: Exception | None = None
         self.calls: list[tuple[tuple[int, ...], np.ndarray]] = []
         self.depths: list[np.ndarray | None] = []
@@ -53,4 +55,6 @@ class StubEstimator:
         self.depths.append(None if depth is None else np.array(depth))
         if self.error is not None:
             raise self.error
+        if self.script:
+            return list(self.script[(len(self.calls) - 1) % len(self.script)])
         return list(self.poses)

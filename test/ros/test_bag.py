@@ -307,3 +307,73 @@ def test_bad_depth_in_a_bag_is_rejected_by_kind(tmp_path, store):
     assert summary.processed == 0 and summary.rejected == Counter({"depth": 2})
     assert estimator.calls == []
     assert "32FC1" in processor.stats.last_error and DEPTH in processor.stats.last_error
+
+
+# ---- fusion: camera poses from the bag's TF --------------------------------------------
+
+def _posed_scene(path):
+    """A BOP scene folder of four 64x48 images, the first three with camera poses
+    (`cam_R_w2c`, `cam_t_w2c` in mm, as `pose6d synth` writes them). Returns the poses
+    `T_world_cam (4, 4)`."""
+    from pose6d_ros.data.bop import write_rgb
+    from test.ros.test_fusion import camera
+
+    (path / "rgb").mkdir(parents=True)
+    cameras, poses = {}, []
+    for k in range(4):
+        write_rgb(path / "rgb" / f"{k:06d}.png", np.full((48, 64, 3), 40 * k, np.uint8))
+        cameras[str(k)] = {"cam_K": K.reshape(-1).tolist()}
+        if k < 3:
+            T_wc = camera([0.6 * np.cos(k), 0.6 * np.sin(k), 0.5])
+            T_cw = np.linalg.inv(T_wc)
+            cameras[str(k)].update(cam_R_w2c=T_cw[:3, :3].reshape(-1).tolist(),
+                                   cam_t_w2c=(T_cw[:3, 3] * 1000).tolist())
+            poses.append(T_wc)
+    (path / "scene_camera.json").write_text(json.dumps(cameras))
+    return poses
+
+
+def test_bag_fusion_with_camera_poses_from_tf(tmp_path, store, capsys):
+    """`--make-sample` of a scene with camera poses writes them on /tf; `pose6d bag` with
+    `fusion: true` fuses the views that have one (fused topics in `world`, the images'
+    stamps), counts the one that has none, and still writes every per-view output."""
+    from pose6d_ros.ros.tf_buffer import quaternion_matrix
+
+    poses = _posed_scene(tmp_path / "scene")
+    assert main(["bag", "--make-sample", str(tmp_path / "scene"), "--out",
+                 str(tmp_path / "bag")]) == 0
+    assert "(camera poses on /tf)" in capsys.readouterr().out
+    sample = _read(tmp_path / "bag", store)
+    images = [stamp_ns(msg.header) for _, msg in sample["/camera/image_raw"]]
+    assert len(images) == 4 and len(sample["/tf"]) == 3
+    for (_, msg), T, stamp in zip(sample["/tf"], poses, images, strict=False):
+        (tf,) = msg.transforms
+        assert (tf.header.frame_id, tf.child_frame_id) == ("world", "camera_optical_frame")
+        assert stamp_ns(tf.header) == stamp
+        v, r = tf.transform.translation, tf.transform.rotation
+        assert np.allclose([v.x, v.y, v.z], T[:3, 3], atol=1e-9)
+        assert np.allclose(quaternion_matrix(np.array([r.x, r.y, r.z, r.w])), T[:3, :3])
+
+    params = tmp_path / "p.yaml"
+    params.write_text("/**:\n  ros__parameters:\n"
+                      "    estimator: test.ros.stubs:StubEstimator\n    fusion: true\n")
+    rc = main(["bag", str(tmp_path / "bag"), "--out", str(tmp_path / "out"),
+               "--params", str(params)])
+    printed = capsys.readouterr().out
+    assert rc == 0, printed
+    assert "4 images, 4 processed, 8 instances, 3 views fused (1 without TF" in printed
+    out = _read(tmp_path / "out", store)
+    assert len(out["/poses"]) == len(out["/detections"]) == 4
+    assert len(out["/fused/poses"]) == len(out["/fused/detections"]) == 3
+    for topic in ("/fused/poses", "/fused/detections"):
+        assert [stamp_ns(msg.header) for _, msg in out[topic]] == images[:3]
+        assert {msg.header.frame_id for _, msg in out[topic]} == {"world"}
+    assert len(out["/fused/poses"][-1][1].poses) >= 2
+    tf = [t for _, msg in out["/tf"] for t in msg.transforms]
+    assert sum(t.child_frame_id == "camera_optical_frame" for t in tf) == 3  # the input's
+    fused = [t for t in tf if t.child_frame_id.startswith("fused_")]
+    assert fused and {t.header.frame_id for t in fused} == {"world"}
+    assert {t.header.frame_id for t in tf if t.child_frame_id in ("eggbox_0", "can_0")} == \
+        {"camera_optical_frame"}
+    diag = {kv.key: kv.value for kv in out["/diagnostics"][0][1].status[0].values}
+    assert (diag["views_fused"], diag["views_without_tf"]) == ("3", "1")

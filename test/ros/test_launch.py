@@ -1,7 +1,9 @@
 """launch_testing: pose.launch.py starts pose_node; images in; every output topic and the TF
-tree checked, and a bad frame reported while the node keeps running. Run twice: RGB only,
-and with `use_depth:=true` and a registered 16UC1 depth image beside every image (poses out,
-depth counted, a bad depth image rejected as such).
+tree checked, and a bad frame reported while the node keeps running. Run three times: RGB
+only; with `use_depth:=true` and a registered 16UC1 depth image beside every image (poses out,
+depth counted, a bad depth image rejected as such); and with `fusion:=true
+fixed_frame:=test_world`, the camera's pose in a static TF (fused poses in test_world beside
+the per-view outputs, which the other tests check unchanged).
 
 Needs ROS 2 (Humble/Jazzy) with pose6d_ros built (`.venv/bin/python -m colcon test`, or
 `.venv/bin/python -m pytest test/ros` with ROS sourced); skipped cleanly without.
@@ -28,13 +30,14 @@ from launch.launch_description import LaunchDescription
 REPO = Path(__file__).resolve().parents[2]
 NAMESPACE = "pose_test"
 FRAME = "test_cam"
+WORLD = "test_world"  # the camera sits 1 m above its origin, looking the same way
 H, W = 48, 64
 try:
     import rclpy
     import tf2_ros
     from ament_index_python.packages import get_package_share_directory
     from diagnostic_msgs.msg import DiagnosticArray
-    from geometry_msgs.msg import PoseArray
+    from geometry_msgs.msg import PoseArray, TransformStamped
     from launch.actions import IncludeLaunchDescription, SetEnvironmentVariable
     from launch.launch_description_sources import PythonLaunchDescriptionSource
     from rcl_interfaces.msg import Parameter, ParameterType, ParameterValue
@@ -53,10 +56,10 @@ except Exception as exc:  # any missing piece: the tests below skip, naming it
 
 
 @pytest.mark.launch_test
-@launch_testing.parametrize("use_depth", [False, True])
-def generate_test_description(use_depth):
-    """pose.launch.py (namespace, remapped inputs, the stub estimator, `use_depth:=` as
-    given), then ReadyToTest.
+@launch_testing.parametrize("use_depth, fusion", [(False, False), (True, False), (False, True)])
+def generate_test_description(use_depth, fusion):
+    """pose.launch.py (namespace, remapped inputs, the stub estimator, `use_depth:=` and
+    `fusion:=` as given, `fixed_frame:=test_world`), then ReadyToTest.
 
     The parameters file sets `device` (no `device:=` argument: the file's must hold) and an
     integer for the double `marker_lifetime` (rclpy alone would refuse it at start-up).
@@ -72,6 +75,7 @@ def generate_test_description(use_depth):
         launch_arguments={"namespace": NAMESPACE, "image_topic": "/test/image",
                           "camera_info_topic": "/test/camera_info",
                           "depth_topic": "/test/depth", "use_depth": str(use_depth).lower(),
+                          "fusion": str(fusion).lower(), "fixed_frame": WORLD,
                           "config_file": str(params), "use_rviz": "false"}.items())
     return LaunchDescription([SetEnvironmentVariable("PYTHONPATH", pythonpath), launch,
                               launch_testing.actions.ReadyToTest()])
@@ -99,7 +103,9 @@ class TestPoseNode(unittest.TestCase):
                                  ("markers", MarkerArray, 10), ("debug_image", Image, 10),
                                  ("label_info", LabelInfo, latched),
                                  ("object_info", String, latched),
-                                 ("/diagnostics", DiagnosticArray, 10)]:
+                                 ("/diagnostics", DiagnosticArray, 10),
+                                 ("fused/poses", PoseArray, 10),
+                                 ("fused/detections", Detection3DArray, 10)]:
             name = topic if topic.startswith("/") else f"/{NAMESPACE}/{topic}"
             self.node.create_subscription(kind, name, self._store(topic), qos)
         self.pub_image = self.node.create_publisher(Image, "/test/image", 10)
@@ -107,6 +113,13 @@ class TestPoseNode(unittest.TestCase):
         self.pub_depth = self.node.create_publisher(Image, "/test/depth", 10)
         self.tf_buffer = tf2_ros.Buffer()
         self.tf_listener = tf2_ros.TransformListener(self.tf_buffer, self.node)
+        self.static_tf = tf2_ros.StaticTransformBroadcaster(self.node)
+        camera = TransformStamped(child_frame_id=FRAME)
+        camera.header.frame_id = WORLD
+        camera.header.stamp = self.node.get_clock().now().to_msg()
+        camera.transform.translation.z = 1.0
+        camera.transform.rotation.w = 1.0
+        self.static_tf.sendTransform(camera)
         self.sent: list = []
 
     def tearDown(self):
@@ -141,6 +154,12 @@ class TestPoseNode(unittest.TestCase):
             rclpy.spin_once(self.node, timeout_sec=0.05)
         return done()
 
+    def _ours(self, topic):
+        """The messages on `topic` stamped like a frame this test sent (the node may still
+        publish one of the previous test's frames)."""
+        return [msg for msg in self.got.get(topic, [])
+                if (msg.header.stamp.sec, msg.header.stamp.nanosec) in self.sent]
+
     def _diagnostic_value(self, key):
         """The largest value of counter `key` in the node's /diagnostics so far (0: none)."""
         return max((int(kv.value) for a in self.got.get("/diagnostics", []) for s in a.status
@@ -150,11 +169,11 @@ class TestPoseNode(unittest.TestCase):
     def test_every_output(self):
         topics = ["detections", "poses", "markers", "debug_image", "label_info", "object_info"]
         ok = self._spin_until(lambda: all(self.got.get(t) for t in topics)
+                              and self._ours("detections")
                               and self.tf_buffer.can_transform(FRAME, "t/eggbox_0",
                                                                Time()))
         self.assertTrue(ok, f"received only {sorted(self.got)}")
-        det = self.got["detections"][-1]
-        self.assertIn((det.header.stamp.sec, det.header.stamp.nanosec), self.sent)
+        det = self._ours("detections")[-1]
         self.assertEqual(det.header.frame_id, FRAME)
         self.assertEqual([d.id for d in det.detections], ["eggbox_0", "can_0"])
         for d in det.detections:
@@ -243,6 +262,32 @@ class TestPoseNode(unittest.TestCase):
                                          depth_mm=0))
         self.got.pop("poses", None)
         self.assertTrue(self._spin_until(lambda: self.got.get("poses")))
+
+
+    def test_fusion(self, fusion):
+        """With fusion:=true: fused poses and detections in test_world with the images'
+        stamps, TF frames t/fused_<object>_<index> there, the views counted; the camera
+        standing still keeps one view in the window. Without it nothing is fused."""
+        self.assertTrue(self._spin_until(lambda: self.got.get("poses")
+                                         and self._diagnostic_value("frames_processed") > 0))
+        if not fusion:
+            self.assertNotIn("fused/poses", self.got)
+            self.assertEqual(self._diagnostic_value("views_fused"), 0)
+            return
+        self.assertTrue(self._spin_until(
+            lambda: self._ours("fused/poses") and self._ours("fused/detections")
+            and self.tf_buffer.can_transform(WORLD, "t/fused_eggbox_0", Time())
+            and self._diagnostic_value("views_fused") > 1))
+        poses = self._ours("fused/poses")[-1]
+        self.assertEqual(poses.header.frame_id, WORLD)
+        self.assertEqual(len(poses.poses), 2)
+        det = self._ours("fused/detections")[-1]
+        self.assertEqual(det.header.frame_id, WORLD)
+        self.assertEqual(sorted(d.id for d in det.detections), ["can_0", "eggbox_0"])
+        v = self.tf_buffer.lookup_transform(WORLD, "t/fused_eggbox_0", Time()).transform
+        self.assertAlmostEqual(v.translation.x, 0.05, places=2)
+        self.assertAlmostEqual(v.translation.z, 1.8, places=2)  # 0.8 m ahead of the camera
+        self.assertEqual(self._diagnostic_value("fusion_window_views"), 1)
 
 
 @launch_testing.post_shutdown_test()
