@@ -398,7 +398,8 @@ def _cmd_eval(args: argparse.Namespace) -> int:
     report = evaluate(args.data, estimator, boxes=args.boxes, split=args.split,
                       progress=not args.json, max_images=args.max_images,
                       overlays=args.out / "overlays" if args.overlays else None,
-                      depth=args.depth == "auto", views=args.views)
+                      depth=args.depth == "auto", views=args.views,
+                      extrinsics=args.extrinsics)
     single_out = args.out / "single_view" if report.fused is not None else args.out
     figures = write_outputs(report, estimator.objects, single_out)
     fused = (write_outputs(report.fused, estimator.objects, args.out)
@@ -412,6 +413,12 @@ def _cmd_eval(args: argparse.Namespace) -> int:
                    f"{args.boxes} boxes{depth}){', single view' if fused else ''}:")
     if fused:
         _print_figures(fused, f"fused over groups of {args.views} views:")
+        cam = fused.get("camera_poses")
+        if cam:
+            err = (f", median errors {cam['median_re_deg']:.1f} deg, "
+                   f"{cam['median_te_mm']:.0f} mm" if cam["median_re_deg"] is not None else "")
+            print(f"  estimated camera poses: {cam['placed']}/{cam['views']} views placed "
+                  f"({cam['weak']} on a single object){err}")
         print(f"  written: {args.out}/results_bop19.csv (fused, each image's camera frame), "
               f"figures.json; single-view outputs in {single_out}")
     else:
@@ -754,6 +761,9 @@ def build_parser() -> argparse.ArgumentParser:
     ev.add_argument("--views", type=int, default=1, help="fuse groups of this many "
                     "consecutive images of a scene (camera poses from scene_camera.json) and "
                     "score the fused poses per image beside the single-view ones (default 1)")
+    ev.add_argument("--extrinsics", choices=["known", "estimated"], default="known",
+                    help="with --views: camera poses from scene_camera.json (known, default) "
+                    "or estimated from the objects the views share (estimated)")
     ev.add_argument("--max-images", type=int, default=0, help="0: all")
     ev.add_argument("--json", action="store_true", help="print the figures as one JSON line")
     ev.set_defaults(func=_cmd_eval)

@@ -14,7 +14,7 @@ from __future__ import annotations
 import json
 import sys
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -42,6 +42,7 @@ from pose6d_ros.data.bop import (
 from pose6d_ros.eval import metrics
 from pose6d_ros.eval.detection import ImageDetections, detection_metrics
 from pose6d_ros.eval.instances import INSTANCES_CSV, write_instances_csv
+from pose6d_ros.fusion.camera_poses import CameraPoseEstimator
 from pose6d_ros.fusion.multiview import MultiViewFuser, View, poses_in_view
 from pose6d_ros.pipeline import Boxes, Estimator, ObjectPose
 
@@ -98,6 +99,9 @@ class EvalReport:
     depth_rejected: int = 0  # images whose depth failed its checks (then RGB only)
     seconds: float = 0.0
     fused: EvalReport | None = None  # the same targets, multi-view fused (`views` > 1)
+    # With estimated extrinsics, one row per non-reference view of a group: placed, weak,
+    # support, and its errors against scene_camera.json's poses where it has them.
+    placements: list[dict[str, Any]] = field(default_factory=list)
 
     def summary(self, diameters: np.ndarray) -> dict[str, Any]:
         """Figures as plain numbers (JSON-ready)."""
@@ -135,7 +139,22 @@ class EvalReport:
             "calibration": (score_calibration(np.asarray(self.scores), hit,
                                               np.asarray(self.ok, bool))
                             if len(self.scores) == len(lab) else None),
+            **({"camera_poses": placement_summary(self.placements)} if self.placements
+               else {}),
         }
+
+
+def placement_summary(rows: list[dict[str, Any]]) -> dict[str, Any]:
+    """Estimated camera poses: how many views were placed (and on one object only), and
+    the median errors of the placed ones against the known poses."""
+    placed = [r for r in rows if r["placed"]]
+    re = np.array([r["re_deg"] for r in placed if r.get("re_deg") is not None])
+    te = np.array([r["te_mm"] for r in placed if r.get("te_mm") is not None])
+    return {"views": len(rows), "placed": len(placed),
+            "weak": sum(bool(r["weak"]) for r in placed),
+            "median_re_deg": float(np.median(re)) if len(re) else None,
+            "median_te_mm": float(np.median(te)) if len(te) else None,
+            "within_5deg_50mm": float(np.mean((re < 5) & (te < 50))) if len(re) else None}
 
 
 CALIBRATION_BINS = np.linspace(0.0, 1.0, 11)
@@ -213,22 +232,28 @@ def match_estimates(labels: np.ndarray, boxes: np.ndarray, poses: list[ObjectPos
 def evaluate(data: str | Path, estimator: Estimator, *, boxes: str = "gt",
              split: str | None = "test", progress: bool = True, max_images: int = 0,
              overlays: str | Path | None = None, depth: bool = True, views: int = 1,
-             fuser: MultiViewFuser | None = None) -> EvalReport:
+             fuser: MultiViewFuser | None = None, extrinsics: str = "known") -> EvalReport:
     """Run `estimator` on every target instance of the dataset, on ground-truth boxes
     (`boxes="gt"`) or on the detector's (`"detector"`, matched to the targets by box
     overlap; a target without a match counts as a failure). With `depth`, an image's
     `depth/IMID.png` is given to the estimator where the scene has one. With `views` > 1,
     consecutive groups of that many images of a scene (camera poses from
     `scene_camera.json`) are also fused (`fuser`, default settings) and scored per image
-    in `report.fused`. With `overlays`, an image of the estimates is written there per
-    image."""
+    in `report.fused`. With `extrinsics="estimated"` the camera poses are instead estimated
+    from the objects the group's views share (`fusion/camera_poses.py`, the view with the
+    most estimates as the reference); a view that cannot be placed stays out of the fusion
+    and is scored on its own single-view poses, and `report.fused.placements` holds each view's
+    placement. With `overlays`, an image of the estimates is written there per image."""
     from tqdm import tqdm
 
     if boxes not in ("gt", "detector"):
         raise ValueError(f"boxes: expected 'gt' or 'detector', got {boxes!r}")
     if views < 1:
         raise ValueError(f"views: expected >= 1, got {views}")
+    if extrinsics not in ("known", "estimated"):
+        raise ValueError(f"extrinsics: expected 'known' or 'estimated', got {extrinsics!r}")
     objects = estimator.objects
+    placer = CameraPoseEstimator(objects) if views > 1 and extrinsics == "estimated" else None
     scenes = find_scenes(data, split)
     scorer = _TargetScorer(objects)
     report = EvalReport(objects=[o.name for o in objects])
@@ -242,6 +267,7 @@ def evaluate(data: str | Path, estimator: Estimator, *, boxes: str = "gt",
         infos = load_scene_gt_info(scene / "scene_gt_info.json")
         cams = load_scene_camera(scene / "scene_camera.json")
         scales = load_depth_scales(scene / "scene_camera.json")
+        # Estimated extrinsics use known ones, where there are any, only to score them.
         poses = load_scene_camera_poses(scene / "scene_camera.json") if views > 1 else {}
         scene_id = int(scene.name) if scene.name.isdigit() else 0
         jobs = []
@@ -295,15 +321,24 @@ def evaluate(data: str | Path, estimator: Estimator, *, boxes: str = "gt",
                 write_rgb(Path(overlays) / f"{job.scene_id:06d}_{job.im_id:06d}.png",
                           draw_poses(image, job.K, poses, objects))
             if views > 1:
+                T_wc = _camera_pose(job) if placer is None else np.eye(4)
                 seen.append((job, targets, labels, target_boxes, elapsed,
-                             View(image, job.K, _camera_pose(job), poses, depth_m)))
+                             View(image, job.K, T_wc, poses, depth_m)))
         if views > 1 and seen:
             t0 = time.perf_counter()
-            fused = fuser([s[-1] for s in seen])
+            group_views = [s[-1] for s in seen]
+            if placer is not None:
+                group_views = _place_views(placer, [s[0] for s in seen], group_views,
+                                           report.fused.placements)
+            # A view left unplaced (None) is not fused, and keeps its own poses.
+            fuse_index = {i: k for k, i in enumerate(
+                i for i, v in enumerate(group_views) if v is not None)}
+            fused = fuser([v for v in group_views if v is not None])
             elapsed = (time.perf_counter() - t0) / len(seen)
             report.fused.image_width = report.image_width
             for i, (job, targets, labels, target_boxes, single, view) in enumerate(seen):
-                in_view = poses_in_view(fused, view, i, objects)
+                in_view = (poses_in_view(fused, group_views[i], fuse_index[i], objects)
+                           if i in fuse_index else view.poses)
                 scorer.score(report.fused, job, targets, labels, target_boxes, in_view,
                              single + elapsed)
     bar.close()
@@ -334,6 +369,32 @@ def _camera_pose(job: _Job) -> np.ndarray:
         raise BopFormatError(f"{job.scene / 'scene_camera.json'}: image {job.im_id}: no "
                              "cam_R_w2c / cam_t_w2c (camera pose), which --views needs")
     return np.linalg.inv(job.T_cam_world)
+
+
+def _place_views(placer: CameraPoseEstimator, jobs: list[_Job], views: list[View],
+                 rows: list[dict[str, Any]]) -> list[View | None]:
+    """`views` with camera poses estimated from their shared objects, in the frame of the
+    view with the most estimates; None for a view that cannot be placed. Appends one row per
+    other view to `rows`, with its errors where the jobs' camera poses are known."""
+    ref = max(range(len(views)), key=lambda i: len(views[i].poses))  # first on ties
+    placed = placer([v.poses for v in views], reference=ref)
+    out: list[View | None] = []
+    for i, (job, view, p) in enumerate(zip(jobs, views, placed, strict=True)):
+        out.append(None if p is None else replace(view, T_world_cam=p.T_ref_cam))
+        if i == ref:
+            continue
+        row: dict[str, Any] = {"scene_id": job.scene_id, "im_id": job.im_id,
+                               "ref_im_id": jobs[ref].im_id, "placed": p is not None,
+                               "weak": p is not None and p.weak,
+                               "support": p.support if p is not None else 0}
+        if p is not None and job.T_cam_world is not None and jobs[ref].T_cam_world is not None:
+            truth = jobs[ref].T_cam_world @ np.linalg.inv(job.T_cam_world)  # T_ref_cam
+            dR = truth[:3, :3].T @ p.T_ref_cam[:3, :3]
+            row["re_deg"] = float(np.rad2deg(np.arccos(np.clip((np.trace(dR) - 1) / 2,
+                                                               -1, 1))))
+            row["te_mm"] = float(np.linalg.norm(truth[:3, 3] - p.T_ref_cam[:3, 3]) * 1e3)
+        rows.append(row)
+    return out
 
 
 def _first_images(groups: list[list[_Job]], count: int) -> list[list[_Job]]:

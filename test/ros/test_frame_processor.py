@@ -21,16 +21,6 @@ H, W = 48, 64
 K = np.array([[60.0, 0, 31.5], [0, 60, 23.5], [0, 0, 1]])
 
 
-@pytest.fixture(scope="module")
-def store():
-    return m.rosbags_typestore("humble")
-
-
-@pytest.fixture(scope="module")
-def types(store):
-    return m.rosbags_types(store)
-
-
 @pytest.fixture
 def estimator():
     return StubEstimator(estimator_config(PoseSettings()))

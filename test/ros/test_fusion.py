@@ -134,16 +134,6 @@ def test_tf_buffer_reads_tf_messages(types):
 
 # ---- the processor's fusion mode ------------------------------------------------------
 
-@pytest.fixture(scope="module")
-def store():
-    return m.rosbags_typestore("humble")
-
-
-@pytest.fixture(scope="module")
-def types(store):
-    return m.rosbags_types(store)
-
-
 # A static scene: an eggbox and a can on the table, in the world frame.
 OBJECTS = {"eggbox": (np.eye(3), np.array([0.05, 0.0, 0.02])),
            "can": (quaternion_matrix(_q([0, 0, 1], 30)), np.array([-0.08, 0.04, 0.05]))}
