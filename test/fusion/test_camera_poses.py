@@ -7,27 +7,12 @@ import torch
 from pose6d_ros.core.rotations import axis_angle_to_matrix, random_rotations, rotation_angle
 from pose6d_ros.fusion.camera_poses import CameraPoseConfig, CameraPoseEstimator
 from pose6d_ros.pipeline import ObjectPose
-from pose6d_ros.templates.viewpoints import look_at_rotations
+from test.fusion.test_multiview import cameras
 
 # Where each object stands on the table, world frame (metres).
 PLACES = {"ape": [0.10, 0.02, 0.03], "cat": [-0.08, 0.06, 0.04], "eggbox": [0.0, -0.11, 0.04],
           "driller": [-0.05, -0.04, 0.10], "holepuncher": [0.12, -0.08, 0.04],
           "duck": [-0.12, -0.10, 0.03], "can": [0.02, 0.14, 0.06]}
-
-
-def _cameras(count: int, seed: int = 0) -> list[np.ndarray]:
-    """`T_world_cam (4, 4)` of `count` cameras 0.7 m from the origin, looking at it."""
-    rng = np.random.default_rng(seed)
-    out = []
-    for i in range(count):
-        az = 2 * np.pi * i / count + rng.uniform(-0.2, 0.2)
-        el = np.deg2rad(rng.uniform(30, 60))
-        d = np.array([np.cos(el) * np.cos(az), np.cos(el) * np.sin(az), np.sin(el)])
-        T_cw = np.eye(4)
-        T_cw[:3, :3] = look_at_rotations(d[None])[0]
-        T_cw[:3, 3] = [0.0, 0.0, 0.7]
-        out.append(np.linalg.inv(T_cw))
-    return out
 
 
 def _turn(deg: float, seed: int) -> np.ndarray:
@@ -78,7 +63,7 @@ def test_relative_camera_poses_recovered_through_symmetry_and_a_wrong_estimate(o
     1 degree and 2 mm off; some views report the eggbox's symmetric twin, one view's cat is
     badly wrong and one has a stray duck: every camera within 2 degrees of the truth, the
     table's centre carried within 6 mm, the wrong cat and the duck not among the support."""
-    cams = _cameras(4)
+    cams = cameras(4)
     world = _world(objects)
     egg = objects[objects.index_of_name("eggbox")]
     S = egg.symmetries_discrete[0]
@@ -112,7 +97,7 @@ def test_view_sharing_nothing_is_unplaced_or_chained(objects):
     driller and holepuncher with view 1; view 3 sees only the can, seen nowhere else.
     Without chaining view 2 is unplaced; with it, placed through view 1. A view sharing a
     single object is placed, but weak."""
-    cams = _cameras(5, seed=1)
+    cams = cameras(5, seed=1)
     world = _world(objects)
     seen = [("ape", "cat", "eggbox"), ("ape", "cat", "driller", "holepuncher"),
             ("driller", "holepuncher", "duck"), ("can",), ("eggbox", "duck")]
