@@ -79,9 +79,7 @@ class ObjectModel:
         """Largest distance between two mesh vertices, metres (given, or computed)."""
         if self.given_diameter is not None:
             return self.given_diameter
-        hull = np.asarray(self.mesh.convex_hull.vertices)
-        d = np.linalg.norm(hull[:, None, :] - hull[None, :, :], axis=-1)
-        return float(d.max())
+        return hull_diameter(self.mesh)
 
     @property
     def bounds(self) -> np.ndarray:
@@ -92,6 +90,12 @@ class ObjectModel:
     def is_symmetric(self) -> bool:
         """True when the object has any symmetry."""
         return bool(self.symmetries_discrete or self.symmetries_continuous)
+
+
+def hull_diameter(mesh: trimesh.Trimesh) -> float:
+    """Largest distance between two vertices (those of the convex hull), mesh units."""
+    hull = np.asarray(mesh.convex_hull.vertices)
+    return float(np.linalg.norm(hull[:, None, :] - hull[None, :, :], axis=-1).max())
 
 
 class ObjectRegistry(Sequence[ObjectModel]):

@@ -1,9 +1,11 @@
-"""Rigid transforms as `(R, t)` pairs, batched: `R (*, 3, 3)`, `t (*, 3)` in metres.
+"""Rigid transforms as `(R, t)` pairs, batched: `R (*, 3, 3)`, `t (*, 3)` in metres; and the
+weighted rigid fit between two point sets (NumPy), shared by ICP and camera placement.
 
 Names carry frames: `T_cam_obj` maps points of the object frame into the camera frame,
 `p_cam = R_cam_obj @ p_obj + t_cam_obj`.
 """
 
+import numpy as np
 import torch
 from torch import Tensor
 
@@ -36,3 +38,19 @@ def to_matrix(R: Tensor, t: Tensor) -> Tensor:
 def from_matrix(T: Tensor) -> tuple[Tensor, Tensor]:
     """`(R (*, 3, 3), t (*, 3))` from homogeneous matrices `(*, 4, 4)`."""
     return T[..., :3, :3], T[..., :3, 3]
+
+
+def rigid_fit(src: np.ndarray, dst: np.ndarray, weights: np.ndarray | None = None
+              ) -> np.ndarray:
+    """The rigid transform `T (4, 4)` minimising sum w |dst - T src|^2 (weighted Kabsch),
+    `src`, `dst (N, 3)`, `weights (N,)`."""
+    w = np.ones(len(src)) if weights is None else np.asarray(weights, np.float64)
+    w = w / w.sum()
+    ms, md = w @ src, w @ dst
+    H = ((src - ms) * w[:, None]).T @ (dst - md)
+    U, _, Vt = np.linalg.svd(H)
+    D = np.diag([1.0, 1.0, np.sign(np.linalg.det(Vt.T @ U.T))])
+    T = np.eye(4)
+    T[:3, :3] = Vt.T @ D @ U.T
+    T[:3, 3] = md - T[:3, :3] @ ms
+    return T

@@ -20,6 +20,7 @@ import numpy as np
 import torch
 
 from pose6d_ros.core.objects import ObjectRegistry
+from pose6d_ros.core.pose import rigid_fit
 from pose6d_ros.core.symmetry import SymmetryPools, symmetry_transforms
 from pose6d_ros.pipeline import ObjectPose
 
@@ -186,22 +187,6 @@ class CameraPoseEstimator:
         r = self.diameters[label] / 4
         offsets = np.concatenate([np.zeros((1, 3)), r * np.eye(3), -r * np.eye(3)])
         return self.centres[label] + offsets
-
-
-def rigid_fit(src: np.ndarray, dst: np.ndarray, weights: np.ndarray | None = None
-              ) -> np.ndarray:
-    """The rigid transform `T (4, 4)` minimising sum w |dst - T src|^2 (weighted Kabsch),
-    `src`, `dst (N, 3)`, `weights (N,)`."""
-    w = np.ones(len(src)) if weights is None else np.asarray(weights, np.float64)
-    w = w / w.sum()
-    ms, md = w @ src, w @ dst
-    H = ((src - ms) * w[:, None]).T @ (dst - md)
-    U, _, Vt = np.linalg.svd(H)
-    D = np.diag([1.0, 1.0, np.sign(np.linalg.det(Vt.T @ U.T))])
-    T = np.eye(4)
-    T[:3, :3] = Vt.T @ D @ U.T
-    T[:3, 3] = md - T[:3, :3] @ ms
-    return T
 
 
 def _matrices(poses: Sequence[ObjectPose]) -> np.ndarray:

@@ -8,7 +8,7 @@ from pathlib import Path
 import numpy as np
 import trimesh
 
-from pose6d_ros.core.objects import UNITS, ObjectsConfigError
+from pose6d_ros.core.objects import UNITS, ObjectsConfigError, hull_diameter
 
 # Sizes (largest extent, metres) of objects a tabletop pose node sees; a guess of units is
 # the one reading of the numbers that lands here.
@@ -74,12 +74,6 @@ def guess_units(largest_extent: float) -> tuple[str, bool]:
     return fits[0], len(fits) == 1
 
 
-def mesh_diameter(mesh: trimesh.Trimesh) -> float:
-    """Largest distance between two vertices (the hull's), in the mesh's units."""
-    hull = np.asarray(mesh.convex_hull.vertices)
-    return float(np.linalg.norm(hull[:, None] - hull[None], axis=-1).max())
-
-
 def check_mesh(path: str | Path, units: str = "auto") -> tuple[trimesh.Trimesh, MeshReport]:
     """Load `path` and report its size, units (`auto` guesses), defects and colours."""
     mesh = load_mesh(path)
@@ -116,7 +110,7 @@ def check_mesh(path: str | Path, units: str = "auto") -> tuple[trimesh.Trimesh, 
         warnings.append("no vertex colours or texture: templates and contour refinement "
                         "see a grey object, so they rely on its outline")
     report = MeshReport(path=Path(path), vertices=len(mesh.vertices), faces=len(mesh.faces),
-                        extents=extents, diameter=mesh_diameter(mesh), units=units,
+                        extents=extents, diameter=hull_diameter(mesh), units=units,
                         units_guessed=guessed, degenerate_faces=degenerate,
                         non_manifold_edges=non_manifold, boundary_edges=boundary,
                         colours=colours, warnings=warnings)

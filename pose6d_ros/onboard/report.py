@@ -10,7 +10,7 @@ import trimesh
 from scipy.spatial.transform import Rotation
 
 from pose6d_ros.data.render import Instance, Renderer
-from pose6d_ros.onboard.symmetry_search import FoundSymmetries
+from pose6d_ros.onboard.symmetry_search import FoundSymmetries, axis_point
 
 _SIZE = 240
 _VIEW = Rotation.from_euler("xyz", [-115.0, 0.0, 35.0], degrees=True).as_matrix()
@@ -55,8 +55,7 @@ def draw_symmetry_report(mesh_m: trimesh.Trimesh, found_m: FoundSymmetries, path
             rv = Rotation.from_matrix(T[:3, :3]).as_rotvec()
             angle = np.linalg.norm(rv)
             axis_dir = rv / angle
-            p = np.linalg.lstsq(np.vstack([np.eye(3) - T[:3, :3], axis_dir[None]]),
-                                np.concatenate([T[:3, 3], [0.0]]), rcond=None)[0]
+            p = axis_point(T[:3, :3], T[:3, 3], axis_dir)
             p = p + axis_dir * (axis_dir @ (center - p))
             axis = (p - 1.2 * radius * axis_dir, p + 1.2 * radius * axis_dir)
             rows.append([

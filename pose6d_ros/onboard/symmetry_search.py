@@ -18,6 +18,8 @@ import trimesh
 from scipy.spatial import cKDTree
 from scipy.spatial.transform import Rotation
 
+from pose6d_ros.core.pose import rigid_fit
+
 _ORDERS = tuple(range(2, 9))
 _CONTINUOUS_ANGLES_DEG = (11.0, 37.0, 71.0, 113.0, 157.0)
 _SAME_AXIS_COS = np.cos(np.deg2rad(5.0))
@@ -120,12 +122,8 @@ class _Surface:
             moved = self.points @ R.T + t
             dist, idx = self.tree.query(moved)
             keep = dist <= np.percentile(dist, 80)
-            src, dst = moved[keep], self.ref[idx[keep]]
-            mu_s, mu_d = src.mean(0), dst.mean(0)
-            U, _, Vt = np.linalg.svd((src - mu_s).T @ (dst - mu_d))
-            D = np.diag([1.0, 1.0, np.sign(np.linalg.det(Vt.T @ U.T))])
-            dR = Vt.T @ D @ U.T
-            R, t = dR @ R, dR @ (t - mu_s) + mu_d
+            step = rigid_fit(moved[keep], self.ref[idx[keep]])
+            R, t = step[:3, :3] @ R, step[:3, :3] @ t + step[:3, 3]
         return R, t
 
 
@@ -134,7 +132,7 @@ def _turn(axis: np.ndarray, angle: float, point: np.ndarray) -> tuple[np.ndarray
     return R, point - R @ point
 
 
-def _axis_point(R: np.ndarray, t: np.ndarray, axis: np.ndarray) -> np.ndarray:
+def axis_point(R: np.ndarray, t: np.ndarray, axis: np.ndarray) -> np.ndarray:
     """The point on a turn's axis closest to the origin: solves (I - R) p = t off the axis."""
     A = np.vstack([np.eye(3) - R, axis[None, :]])
     return np.linalg.lstsq(A, np.concatenate([t, [0.0]]), rcond=None)[0]
@@ -152,7 +150,7 @@ def _exact(R: np.ndarray, t: np.ndarray) -> tuple[np.ndarray, np.ndarray, int] |
         snapped = 2 * np.pi * k / n
         if k > 0 and abs(snapped - angle) < np.deg2rad(4):
             R2 = Rotation.from_rotvec(axis * snapped).as_matrix()
-            p = _axis_point(R, t, axis)
+            p = axis_point(R, t, axis)
             return R2, p - R2 @ p, n
     return None
 
@@ -191,7 +189,7 @@ def _continuous_axis(surface: _Surface, axis: np.ndarray, tol: float, cfg: Symme
     if angle < np.deg2rad(5) or abs(rv / angle @ axis) < _SAME_AXIS_COS:
         return None
     refined = rv / angle * np.sign(rv @ axis)
-    point = _axis_point(R, t, refined)
+    point = axis_point(R, t, refined)
     for deg in _CONTINUOUS_ANGLES_DEG:
         if surface.residual(*_turn(refined, np.deg2rad(deg), point)) > tol:
             return None

@@ -12,16 +12,17 @@ from __future__ import annotations
 from typing import Any
 
 import numpy as np
+import torch
+
+from pose6d_ros.core.rotations import quaternion_to_matrix
 
 MAX_DEPTH = 1000  # frames between one frame and its root, as tf2's limit (a loop otherwise)
 
 
 def quaternion_matrix(q_xyzw: np.ndarray) -> np.ndarray:
     """Rotation matrix `(3, 3)` of a quaternion `(4,)` (x, y, z, w), normalised first."""
-    x, y, z, w = np.asarray(q_xyzw, np.float64) / np.linalg.norm(q_xyzw)
-    return np.array([[1 - 2 * (y * y + z * z), 2 * (x * y - z * w), 2 * (x * z + y * w)],
-                     [2 * (x * y + z * w), 1 - 2 * (x * x + z * z), 2 * (y * z - x * w)],
-                     [2 * (x * z - y * w), 2 * (y * z + x * w), 1 - 2 * (x * x + y * y)]])
+    q = torch.as_tensor(np.asarray(q_xyzw, np.float64))
+    return quaternion_to_matrix(q).numpy()
 
 
 def slerp(q0: np.ndarray, q1: np.ndarray, s: float) -> np.ndarray:
