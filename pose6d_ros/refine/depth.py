@@ -26,6 +26,8 @@ from torch import Tensor
 from pose6d_ros.refine.region import limited_update, solve_damped
 from pose6d_ros.refine.viewpoint_models import ViewpointModel, stack_views
 
+_SEARCH_RANGE = 0.5  # metres: the farthest `search` slides a pose along its ray
+
 
 @dataclass(frozen=True)
 class DepthConfig:
@@ -47,6 +49,13 @@ class DepthConfig:
     agree: float = 0.01  # metres: a point this close to the measured surface agrees
     hidden_weight: float = 0.5  # how much a point behind the measured surface counts against
     min_points: int = 8  # fewer usable points: the step (or the score) is skipped
+    # With templates: this many more hypotheses per instance, the templates whose poses
+    # slid onto the measured surface agree best with it (plus `search_similarity` times
+    # their image similarity), spread apart (`search`; docs/depth.md).
+    search_k: int = 5
+    search_similarity: float = 0.5
+    search_separation_deg: float = 25.0
+    search_stride: int = 3  # every n-th visible surface point, for the search only
 
     def __post_init__(self) -> None:
         if self.iterations < 0 or not 0 < self.inlier_end <= self.inlier_start:
@@ -100,15 +109,47 @@ class DepthRefiner:
             R, t = self._step(depth, K, labels, R, t, others, radius)
         return self.score(depth, K, labels, R, t)
 
-    def _surface(self, labels: Tensor, R: Tensor, t: Tensor) -> tuple[Tensor, Tensor, Tensor]:
+    @torch.no_grad()
+    def search(self, depth: Tensor, K: Tensor, labels: Tensor, R: Tensor, t: Tensor
+               ) -> DepthChecked:
+        """Many rough poses `R (N, 3, 3)`, `t (N, 3)` (e.g. every template of an instance)
+        each slid along its ray onto the measured surface by a binned vote, then scored as
+        `score` does on every `search_stride`-th point; no ICP. Cheap enough for thousands
+        of poses per instance; a pose with too few readings scores 0."""
+        cfg = self.config
+        R, t = R.double().to(self.device), t.double().to(self.device)
+        K = K.double().to(self.device)
+        depth = depth.to(self.device).float()
+        X, _, _ = self._surface(labels, R, t, cfg.search_stride)
+        P, ok = self._measured(depth, K, X, None)
+        offset = (P[..., 2] - X[..., 2]).clamp(-_SEARCH_RANGE, _SEARCH_RANGE)
+        n_bins = int(2 * _SEARCH_RANGE / cfg.align_window) + 1
+        bins = ((offset + _SEARCH_RANGE) / cfg.align_window).round().long()
+        votes = torch.zeros(len(X), n_bins + 2, device=X.device)
+        votes.scatter_add_(1, bins + 1, ok.float())
+        votes = votes[:, :-2] + votes[:, 1:-1] + votes[:, 2:]  # a window of three bins
+        centre = votes.argmax(1).float() * cfg.align_window - _SEARCH_RANGE
+        members = ok & ((offset - centre[:, None]).abs() <= 1.5 * cfg.align_window)
+        shift = (offset * members).sum(1) / members.sum(1).clamp_min(1)
+        usable = members.sum(1) >= cfg.min_points
+        z = t[:, 2].clamp_min(1e-6)
+        scale = torch.where(usable, (z + shift.double()) / z, torch.ones_like(z))
+        out = self.score(depth, K, labels, R, t * scale.clamp(0.2, 5.0)[:, None],
+                         stride=cfg.search_stride)
+        # Unlike a refined pose, a searched one with too few readings is no candidate.
+        out.score = torch.where(usable, out.score, torch.zeros_like(out.score))
+        return out
+
+    def _surface(self, labels: Tensor, R: Tensor, t: Tensor, stride: int = 1
+                 ) -> tuple[Tensor, Tensor, Tensor]:
         """Visible surface points `(N, S, 3)` and normals in the camera frame (float32) of each
-        pose's nearest view, and the object origins `(N, 3)`."""
+        pose's nearest view (every `stride`-th), and the object origins `(N, 3)`."""
         cam = -(R.transpose(1, 2) @ t[..., None])[..., 0].float()  # camera centre, model frame
         cam = cam / cam.norm(dim=1, keepdim=True).clamp_min(1e-12)
         best = torch.einsum("nvk,nk->nv", self.directions[labels], cam).argmax(1)
         Rf, tf = R.float(), t.float()
-        X = self.points[labels, best] @ Rf.transpose(1, 2) + tf[:, None]
-        N = self.normals[labels, best] @ Rf.transpose(1, 2)
+        X = self.points[labels, best, ::stride] @ Rf.transpose(1, 2) + tf[:, None]
+        N = self.normals[labels, best, ::stride] @ Rf.transpose(1, 2)
         return X, N, tf
 
     @staticmethod
@@ -175,15 +216,15 @@ class DepthRefiner:
         delta = solve_damped(A, b, ok.sum(1) >= cfg.min_points)
         return limited_update(R, t, delta, cfg.max_step_deg, cfg.max_step_m)
 
-    def score(self, depth: Tensor, K: Tensor, labels: Tensor, R: Tensor, t: Tensor
-              ) -> DepthChecked:
+    def score(self, depth: Tensor, K: Tensor, labels: Tensor, R: Tensor, t: Tensor, *,
+              stride: int = 1) -> DepthChecked:
         """Poses `R (N, 3, 3)`, `t (N, 3)` as they are, with their agreement with the measured
-        surface `depth (H, W)` (module docstring)."""
+        surface `depth (H, W)` (module docstring), on every `stride`-th point."""
         cfg = self.config
         R, t = R.double().to(self.device), t.double().to(self.device)
         K = K.double().to(self.device)
         depth = depth.to(self.device).float()
-        X, _, _ = self._surface(labels, R, t)
+        X, _, _ = self._surface(labels, R, t, stride)
         P, ok = self._measured(depth, K, X, None)
         gap = P[..., 2] - X[..., 2]  # > 0: the sensor saw past where the object would be
         on = ok & (gap.abs() <= cfg.agree)

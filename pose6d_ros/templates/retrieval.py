@@ -9,6 +9,7 @@ the template's, position from the box centre and the template's offset).
 
 from __future__ import annotations
 
+import math
 from collections.abc import Sequence
 from dataclasses import dataclass
 
@@ -29,6 +30,12 @@ class TemplateHypotheses:
     t: Tensor  # (B, k, 3) float64 metres
     score: Tensor  # (B, k) mean cosine over the template's silhouette, in [-1, 1]
     template: Tensor  # (B, k) index into the object's bank
+
+    def __add__(self, other: TemplateHypotheses) -> TemplateHypotheses:
+        """Both sets of hypotheses of the same B detections, `self`'s first."""
+        return TemplateHypotheses(*(torch.cat([a, b], 1) for a, b in (
+            (self.R, other.R), (self.t, other.t), (self.score, other.score),
+            (self.template, other.template))))
 
 
 class TemplateMatcher:
@@ -80,20 +87,77 @@ class TemplateMatcher:
                  ) -> TemplateHypotheses:
         """The `top_k` template poses of detections `labels (B,)` with visible boxes
         `boxes_xywh (B, 4)` in `image (3, H, W)` float in [0, 1] through `K (3, 3)`."""
+        return self.select(self.scores(image, labels, boxes_xywh), K, labels, boxes_xywh)
+
+    def select(self, sim: Tensor, K: Tensor, labels: Tensor, boxes_xywh: Tensor, *,
+               k: int | None = None, rank: Tensor | None = None,
+               separation_deg: float = 0.0) -> TemplateHypotheses:
+        """The best `k` (default `top_k`) templates by `rank (B, N)` (default the similarity
+        `sim (B, N)` of `scores`) as hypotheses, scored by their similarity; at least
+        `separation_deg` apart in rotation when > 0 (`spread_topk`)."""
+        rank = sim if rank is None else rank
+        k = min(self.top_k if k is None else k, sim.shape[1])
+        if separation_deg > 0 and k > 1:
+            _, idx = spread_topk(rank, self.rotations[labels.to(self.device)], k,
+                                 separation_deg)
+        else:
+            idx = rank.topk(k, dim=1).indices  # (B, k)
+        R, t = self.poses(K, labels, boxes_xywh, idx)
+        return TemplateHypotheses(R=R, t=t, score=sim.gather(1, idx), template=idx)
+
+    @torch.no_grad()
+    def scores(self, image: Tensor, labels: Tensor, boxes_xywh: Tensor) -> Tensor:
+        """`(B, N)` similarity of detections `labels (B,)` in boxes `boxes_xywh (B, 4)` of
+        `image (3, H, W)` to each of their object's templates; -inf past a bank's end."""
         dev = self.device
-        labels, boxes_xywh = labels.to(dev), boxes_xywh.to(dev).float()
-        crops = crop_instances(image.to(dev), square_boxes(boxes_xywh, self.cfg.enlarge),
+        crops = crop_instances(image.to(dev),
+                               square_boxes(boxes_xywh.to(dev).float(), self.cfg.enlarge),
                                self.cfg.crop_size)
-        sim = self.similarities(crops, labels)
-        k = min(self.top_k, sim.shape[1])
-        score, idx = sim.topk(k, dim=1)  # (B, k)
-        lab = labels[:, None].expand(-1, k)
-        R_allo = self.rotations[lab, idx]  # (B, k, 3, 3)
-        t = box_translation(boxes_xywh.double()[:, None].expand(-1, k, -1),
+        return self.similarities(crops, labels.to(dev))
+
+    def poses(self, K: Tensor, labels: Tensor, boxes_xywh: Tensor, idx: Tensor
+              ) -> tuple[Tensor, Tensor]:
+        """Poses `(B, k, 3, 3)`, `(B, k, 3)` float64 of templates `idx (B, k)` of detections
+        `labels (B,)` in boxes `boxes_xywh (B, 4)` seen through `K (3, 3)`."""
+        dev = self.device
+        lab = labels.to(dev)[:, None].expand_as(idx)
+        t = box_translation(boxes_xywh.to(dev).double()[:, None].expand(-1, idx.shape[1], -1),
                             self.extents[lab, idx], self.offsets[lab, idx],
                             K.to(dev, torch.float64))
-        R = ray_rotation(t) @ R_allo
-        return TemplateHypotheses(R=R, t=t, score=score, template=idx)
+        return ray_rotation(t) @ self.rotations[lab, idx], t
+
+
+def spread_topk(sim: Tensor, rotations: Tensor, k: int, min_separation_deg: float,
+                pool: int = 64) -> tuple[Tensor, Tensor]:
+    """Scores and indices `(B, k)` of k templates per row of `sim (B, N)`, picked greedily
+    best first among the `pool` most similar, each at least `min_separation_deg` in
+    rotation from those picked before (`rotations (B, N, 3, 3)`); when too few are that far
+    apart, the next most similar fill the rest.
+
+    Neighbouring templates look alike, so a plain top k often holds one view five times;
+    a refinement started from any of them ends in the same place."""
+    m = min(max(pool, k), sim.shape[1])
+    score, idx = sim.topk(m, dim=1)  # (B, m), best first
+    b = torch.arange(len(sim), device=sim.device)
+    R = rotations[b[:, None], idx]  # (B, m, 3, 3)
+    cos = (torch.einsum("bmij,bnij->bmn", R, R) - 1.0) / 2.0  # cos of the angle between
+    near = cos > math.cos(math.radians(min_separation_deg))  # (B, m, m)
+    free = torch.isfinite(score)  # not yet picked nor too close to a pick
+    left = free.clone()  # not yet picked
+    picks = []
+    for _ in range(k):  # k steps, batched over B
+        j = torch.where(free.any(1), first_true(free), first_true(left))
+        picks.append(j)
+        free &= ~near[b, j]
+        free[b, j] = False
+        left[b, j] = False
+    pick = torch.stack(picks, 1)  # (B, k)
+    return score.gather(1, pick), idx.gather(1, pick)
+
+
+def first_true(mask: Tensor) -> Tensor:
+    """Index `(B,)` of the first True of each row of `mask (B, m)` (0 for none)."""
+    return mask.to(torch.uint8).argmax(1)
 
 
 def box_translation(boxes_xywh: Tensor, extents: Tensor, offsets: Tensor, K: Tensor) -> Tensor:

@@ -118,6 +118,23 @@ def test_depth_score_prefers_the_pose_on_the_surface(scene):
     assert score[0] > 0.8 and (score[1:] < 0.5).all(), score
 
 
+def test_search_slides_rough_poses_onto_the_surface_and_ranks_the_true_one_first(scene):
+    """Among the true rotation and 40 random ones, all 12 % too far along their rays, the
+    search (a vote along the ray, no ICP) puts the true one on the surface and first; a
+    pose outside the image is no candidate."""
+    objs, _, judge = scene
+    R = random_rotations(1, generator=torch.Generator().manual_seed(17))[0].double()
+    t = torch.tensor([0.03, -0.01, 0.65], dtype=torch.float64)
+    depth = torch.from_numpy(render_depth(objs[1], R.numpy(), t.numpy(), noise=0.002))
+    others = random_rotations(40, generator=torch.Generator().manual_seed(18)).double()
+    Rs = torch.cat([R[None], others, R[None]])
+    ts = torch.cat([(t * 1.12)[None].expand(41, -1), torch.tensor([[2.0, 0.0, 0.65]]).double()])
+    out = judge.search(depth, torch.from_numpy(K), torch.ones(42, dtype=int), Rs, ts)
+    assert int(out.score[:41].argmax()) == 0, out.score[:41].topk(3)
+    assert float((out.t[0] - t).norm()) < 0.01, out.t[0] - t
+    assert out.score[41] == 0.0
+
+
 def test_estimator_with_depth_beats_rgb_alone(objects, tmp_path):
     """On a render with a noisy depth map, the estimator's template pose lands within a few
     millimetres when given the depth, closer than from the colour image alone; bad depth is

@@ -246,3 +246,21 @@ def test_the_node_publishes_template_poses_of_an_object_without_coordnet(tmp_pat
     p = det.results[0].pose.pose.position
     assert np.linalg.norm(np.array([p.x, p.y, p.z]) - t) < 0.1 * np.linalg.norm(t)
     assert [tf.child_frame_id for tf in out.tf.transforms] == ["mug_0"]
+
+
+def test_spread_topk_skips_near_copies_and_fills_when_too_few_are_apart():
+    from scipy.spatial.transform import Rotation
+
+    from pose6d_ros.templates.retrieval import spread_topk
+
+    angles = [0.0, 5.0, 10.0, 60.0, 120.0, 0.0]  # about z; the last is past the bank's end
+    R = Rotation.from_euler("z", np.array(angles)[:, None], degrees=True).as_matrix()
+    R = torch.from_numpy(R)
+    sim = torch.tensor([[0.9, 0.8, 0.7, 0.6, 0.5, -torch.inf]])
+    score, idx = spread_topk(sim, R[None].double(), 3, 20.0)
+    assert idx.tolist() == [[0, 3, 4]]
+    assert score[0].tolist() == pytest.approx([0.9, 0.6, 0.5])
+    _, idx = spread_topk(sim, R[None].double(), 4, 20.0)
+    assert idx.tolist() == [[0, 3, 4, 1]]  # then the most similar of the rest
+    _, idx = spread_topk(sim.expand(2, -1), R[None].double().expand(2, -1, -1, -1), 2, 0.1)
+    assert idx.tolist() == [[0, 1], [0, 1]]  # a tiny separation is plain top k
