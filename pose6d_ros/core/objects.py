@@ -40,6 +40,23 @@ class ObjectsConfigError(ValueError):
     """A problem in an objects YAML (or models_info.json), naming file, object and field."""
 
 
+def read_mesh(path: str | Path, context: str = "") -> trimesh.Trimesh:
+    """The mesh in `path` as stored (file units, unprocessed); an ObjectsConfigError naming
+    the file (after `context`, e.g. the object) when it is missing, unreadable, without
+    triangles or with non-finite vertices."""
+    path = Path(path)
+    if not path.is_file():
+        raise ObjectsConfigError(f"{path}: {context}mesh file not found")
+    try:
+        mesh = trimesh.load(path, force="mesh", process=False)
+    except Exception as exc:
+        raise ObjectsConfigError(f"{path}: {context}cannot read mesh: {exc}") from exc
+    if not isinstance(mesh, trimesh.Trimesh) or len(mesh.faces) == 0:
+        raise ObjectsConfigError(f"{path}: {context}the file holds no triangles")
+    if not np.isfinite(mesh.vertices).all():
+        raise ObjectsConfigError(f"{path}: {context}vertices that are not finite numbers")
+    return mesh
+
 @dataclass(frozen=True)
 class ContinuousSymmetry:
     """Rotation by any angle about the unit `axis` through `offset` (metres), object frame."""
@@ -63,14 +80,7 @@ class ObjectModel:
     @cached_property
     def mesh(self) -> trimesh.Trimesh:
         """The mesh in metres (loaded on first use)."""
-        try:
-            mesh = trimesh.load(self.mesh_path, force="mesh", process=False)
-        except Exception as exc:
-            raise ObjectsConfigError(
-                f"{self.mesh_path}: object {self.name!r}: cannot read mesh: {exc}") from exc
-        if not isinstance(mesh, trimesh.Trimesh) or len(mesh.vertices) == 0:
-            raise ObjectsConfigError(
-                f"{self.mesh_path}: object {self.name!r}: mesh has no vertices")
+        mesh = read_mesh(self.mesh_path, f"object {self.name!r}: ")
         mesh.apply_scale(self.mesh_scale)
         return mesh
 

@@ -8,7 +8,7 @@ from pathlib import Path
 import numpy as np
 import trimesh
 
-from pose6d_ros.core.objects import UNITS, ObjectsConfigError, hull_diameter
+from pose6d_ros.core.objects import UNITS, ObjectsConfigError, hull_diameter, read_mesh
 
 # Sizes (largest extent, metres) of objects a tabletop pose node sees; a guess of units is
 # the one reading of the numbers that lands here.
@@ -49,22 +49,6 @@ class MeshReport:
                 *(f"  warning: {w}" for w in self.warnings)]
 
 
-def load_mesh(path: str | Path) -> trimesh.Trimesh:
-    """The mesh in `path`, unprocessed; a clear error when it cannot be used."""
-    path = Path(path)
-    if not path.is_file():
-        raise ObjectsConfigError(f"{path}: mesh file not found")
-    try:
-        mesh = trimesh.load(path, force="mesh", process=False)
-    except Exception as exc:
-        raise ObjectsConfigError(f"{path}: cannot read mesh: {exc}") from exc
-    if not isinstance(mesh, trimesh.Trimesh) or len(mesh.faces) == 0:
-        raise ObjectsConfigError(f"{path}: the file holds no triangles")
-    if not np.isfinite(mesh.vertices).all():
-        raise ObjectsConfigError(f"{path}: vertices that are not finite numbers")
-    return mesh
-
-
 def guess_units(largest_extent: float) -> tuple[str, bool]:
     """`(units, unambiguous)`: the units under which the object has a tabletop size."""
     fits = [u for u in ("mm", "cm", "m")
@@ -76,7 +60,7 @@ def guess_units(largest_extent: float) -> tuple[str, bool]:
 
 def check_mesh(path: str | Path, units: str = "auto") -> tuple[trimesh.Trimesh, MeshReport]:
     """Load `path` and report its size, units (`auto` guesses), defects and colours."""
-    mesh = load_mesh(path)
+    mesh = read_mesh(path)
     extents = np.asarray(mesh.extents, dtype=float)
     warnings: list[str] = []
     guessed = units == "auto"
