@@ -38,6 +38,7 @@ from pose6d_ros.templates.bank import BankConfig
 
 if TYPE_CHECKING:
     from pose6d_ros.nets.detector import Detections
+    from pose6d_ros.templates.retrieval import TemplateHypotheses
 
 
 @dataclass
@@ -331,7 +332,12 @@ class Estimator:
             inliers = poses.inliers.double()
             crop_boxes, mask_crops = poses.crop_boxes, poses.mask
         if self.templates is not None:
-            hyp = self.templates(image, K, labels, xywh)
+            sim = self.templates.scores(image, labels, xywh)
+            hyp = self.templates.select(sim, K, labels, xywh)
+            if depth is not None and self.depth_refiner is not None and cfg.depth.search_k > 0:
+                timer.mark("templates")
+                hyp = hyp + self._depth_templates(sim, depth, K, labels, xywh)
+                timer.mark("depth search")
             R_t, t_t = hyp.R, hyp.t
             k = R_t.shape[1]
             flat = labels[:, None].expand(-1, k).reshape(-1)
@@ -382,6 +388,24 @@ class Estimator:
         out = self.refiner(image, K, flat, R0, t0, masks, owner if masks is not None else None)
         R_c, t_c = self.pools.canonicalise(flat, out.R, out.t)
         return R_c.view(B, H, 3, 3), t_c.view(B, H, 3), out.contour.view(B, H)
+
+    def _depth_templates(self, sim: Tensor, depth: Tensor, K: Tensor, labels: Tensor,
+                         xywh: Tensor) -> TemplateHypotheses:
+        """More template hypotheses, chosen by the depth image: every template of each
+        instance (`sim (B, N)` their similarity), slid along its ray onto the measured
+        surface, ranked by its agreement with it (plus a little similarity)."""
+        dcfg = self.config.depth
+        B, N = sim.shape
+        idx = torch.arange(N, device=sim.device).expand(B, -1)
+        R, t = self.templates.poses(K, labels, xywh, idx)
+        valid = torch.isfinite(sim)
+        R = torch.where(valid[..., None, None], R, torch.eye(3, dtype=R.dtype, device=R.device))
+        flat = labels[:, None].expand(-1, N).reshape(-1)
+        agree = self.depth_refiner.search(depth, K, flat, R.reshape(-1, 3, 3),
+                                          t.reshape(-1, 3)).score.view(B, N).float()
+        rank = (agree + dcfg.search_similarity * sim).masked_fill(~valid, -torch.inf)
+        return self.templates.select(sim, K, labels, xywh, k=dcfg.search_k, rank=rank,
+                                     separation_deg=dcfg.search_separation_deg)
 
     def _depth(self, depth: Tensor, K: Tensor, labels: Tensor, R: Tensor, t: Tensor,
                ok: Tensor, masks: Tensor | None) -> tuple[Tensor, Tensor, Tensor]:
