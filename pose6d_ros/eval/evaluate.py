@@ -261,6 +261,33 @@ def evaluate(data: str | Path, estimator: Estimator, *, boxes: str = "gt",
         report.fused = EvalReport(objects=report.objects)
         if fuser is None:
             fuser = MultiViewFuser(objects, refiner=estimator.refiner)
+    groups = _image_groups(scenes, depth, views)
+    if max_images:
+        groups = _first_images(groups, max_images)
+    if overlays is not None:
+        Path(overlays).mkdir(parents=True, exist_ok=True)
+    start = time.perf_counter()
+    bar = tqdm(total=sum(map(len, groups)), desc="eval", unit="img", disable=not progress)
+    for group in groups:
+        seen = []
+        for job in group:
+            bar.update(1)
+            one = _evaluate_image(estimator, scorer, report, job, boxes, overlays, views,
+                                  known_extrinsics=placer is None)
+            if one is not None:
+                seen.append(one)
+        if views > 1 and seen:
+            _fuse_group(fuser, placer, scorer, report, seen)
+    bar.close()
+    report.seconds = time.perf_counter() - start
+    if report.fused is not None:
+        report.fused.seconds = report.seconds
+        report.fused.depth_images = report.depth_images
+    return report
+
+
+def _image_groups(scenes: list[Path], depth: bool, views: int) -> list[list[_Job]]:
+    """The images of `scenes` as jobs, in consecutive groups of `views` per scene."""
     groups = []
     for scene in scenes:
         gts = load_scene_gt(scene / "scene_gt.json")
@@ -278,75 +305,87 @@ def evaluate(data: str | Path, estimator: Estimator, *, boxes: str = "gt",
             jobs.append(_Job(scene, scene_id, im_id, gts[im_id], infos[im_id], cams[im_id],
                              depth_at, poses.get(im_id)))
         groups += [jobs[i:i + views] for i in range(0, len(jobs), views)]
-    if max_images:
-        groups = _first_images(groups, max_images)
+    return groups
+
+
+def _evaluate_image(estimator: Estimator, scorer: _TargetScorer, report: EvalReport,
+                    job: _Job, boxes: str, overlays: str | Path | None, views: int, *,
+                    known_extrinsics: bool) -> _Seen | None:
+    """Estimate and score one image; what fusing it needs (its camera pose from the job
+    with `known_extrinsics`, else placed later), or None when `views` is 1 or it has
+    nothing to score."""
+    objects = estimator.objects
+    targets = scorer.targets(job)
+    if not targets and views == 1:
+        return None
+    image = read_image(_rgb_path(job.scene, job.im_id))
+    report.image_width = image.shape[1]
+    labels = np.array([objects.index_of_id(g.obj_id) for _, g in targets], np.int64)
+    target_boxes = np.array([job.infos[k]["bbox_visib"] for k, _ in targets],
+                            np.float64).reshape(-1, 4)
+    given = (Boxes(torch.from_numpy(labels), torch.from_numpy(target_boxes).float())
+             if boxes == "gt" else None)
+    depth_m = read_depth(*job.depth_at) if job.depth_at is not None else None
+    report.depth_images += depth_m is not None
+    t0 = time.perf_counter()
+    poses = []
+    if len(labels) or boxes == "detector":  # a view without targets may still fuse
+        try:
+            poses = estimator.estimate(image, job.K, given, depth=depth_m)
+        except DepthError as exc:  # as the node does: this image goes on without it
+            print(f"eval: {job.depth_at[0]}: {exc}; estimated without depth",
+                  file=sys.stderr)
+            report.depth_images -= 1
+            report.depth_rejected += 1
+            depth_m = None
+            poses = estimator.estimate(image, job.K, given)
+    elapsed = time.perf_counter() - t0
+    if estimator.last_detections is not None and len(labels):
+        report.detections.append(_image_detections(estimator.last_detections, labels,
+                                                   target_boxes))
+    scorer.score(report, job, targets, labels, target_boxes, poses, elapsed)
     if overlays is not None:
-        Path(overlays).mkdir(parents=True, exist_ok=True)
-    start = time.perf_counter()
-    bar = tqdm(total=sum(map(len, groups)), desc="eval", unit="img", disable=not progress)
-    for group in groups:
-        seen = []
-        for job in group:
-            bar.update(1)
-            targets = scorer.targets(job)
-            if not targets and views == 1:
-                continue
-            image = read_image(_rgb_path(job.scene, job.im_id))
-            report.image_width = image.shape[1]
-            labels = np.array([objects.index_of_id(g.obj_id) for _, g in targets], np.int64)
-            target_boxes = np.array([job.infos[k]["bbox_visib"] for k, _ in targets],
-                                    np.float64).reshape(-1, 4)
-            given = (Boxes(torch.from_numpy(labels), torch.from_numpy(target_boxes).float())
-                     if boxes == "gt" else None)
-            depth_m = read_depth(*job.depth_at) if job.depth_at is not None else None
-            report.depth_images += depth_m is not None
-            t0 = time.perf_counter()
-            poses = []
-            if len(labels) or boxes == "detector":  # a view without targets may still fuse
-                try:
-                    poses = estimator.estimate(image, job.K, given, depth=depth_m)
-                except DepthError as exc:  # as the node does: this image goes on without it
-                    print(f"eval: {job.depth_at[0]}: {exc}; estimated without depth",
-                          file=sys.stderr)
-                    report.depth_images -= 1
-                    report.depth_rejected += 1
-                    depth_m = None
-                    poses = estimator.estimate(image, job.K, given)
-            elapsed = time.perf_counter() - t0
-            if estimator.last_detections is not None and len(labels):
-                report.detections.append(_image_detections(estimator.last_detections, labels,
-                                                           target_boxes))
-            scorer.score(report, job, targets, labels, target_boxes, poses, elapsed)
-            if overlays is not None:
-                write_rgb(Path(overlays) / f"{job.scene_id:06d}_{job.im_id:06d}.png",
-                          draw_poses(image, job.K, poses, objects))
-            if views > 1:
-                T_wc = _camera_pose(job) if placer is None else np.eye(4)
-                seen.append((job, targets, labels, target_boxes, elapsed,
-                             View(image, job.K, T_wc, poses, depth_m)))
-        if views > 1 and seen:
-            t0 = time.perf_counter()
-            group_views = [s[-1] for s in seen]
-            if placer is not None:
-                group_views = _place_views(placer, [s[0] for s in seen], group_views,
-                                           report.fused.placements)
-            # A view left unplaced (None) is not fused, and keeps its own poses.
-            fuse_index = {i: k for k, i in enumerate(
-                i for i, v in enumerate(group_views) if v is not None)}
-            fused = fuser([v for v in group_views if v is not None])
-            elapsed = (time.perf_counter() - t0) / len(seen)
-            report.fused.image_width = report.image_width
-            for i, (job, targets, labels, target_boxes, single, view) in enumerate(seen):
-                in_view = (poses_in_view(fused, group_views[i], fuse_index[i], objects)
-                           if i in fuse_index else view.poses)
-                scorer.score(report.fused, job, targets, labels, target_boxes, in_view,
-                             single + elapsed)
-    bar.close()
-    report.seconds = time.perf_counter() - start
-    if report.fused is not None:
-        report.fused.seconds = report.seconds
-        report.fused.depth_images = report.depth_images
-    return report
+        write_rgb(Path(overlays) / f"{job.scene_id:06d}_{job.im_id:06d}.png",
+                  draw_poses(image, job.K, poses, objects))
+    if views == 1:
+        return None
+    T_wc = _camera_pose(job) if known_extrinsics else np.eye(4)
+    return _Seen(job, targets, labels, target_boxes, elapsed,
+                 View(image, job.K, T_wc, poses, depth_m))
+
+
+def _fuse_group(fuser: MultiViewFuser, placer: CameraPoseEstimator | None,
+                scorer: _TargetScorer, report: EvalReport, seen: list[_Seen]) -> None:
+    """Fuse a group's views (camera poses known, or estimated by `placer`) and score the
+    fused poses in each view into `report.fused`."""
+    t0 = time.perf_counter()
+    group_views = [s.view for s in seen]
+    if placer is not None:
+        group_views = _place_views(placer, [s.job for s in seen], group_views,
+                                   report.fused.placements)
+    # A view left unplaced (None) is not fused, and keeps its own poses.
+    fuse_index = {i: k for k, i in enumerate(
+        i for i, v in enumerate(group_views) if v is not None)}
+    fused = fuser([v for v in group_views if v is not None])
+    elapsed = (time.perf_counter() - t0) / len(seen)
+    report.fused.image_width = report.image_width
+    for i, s in enumerate(seen):
+        in_view = (poses_in_view(fused, group_views[i], fuse_index[i], scorer.objects)
+                   if i in fuse_index else s.view.poses)
+        scorer.score(report.fused, s.job, s.targets, s.labels, s.target_boxes, in_view,
+                     s.elapsed + elapsed)
+
+
+@dataclass
+class _Seen:
+    """One evaluated image of a group, kept until the group is fused."""
+
+    job: _Job
+    targets: list[tuple[int, GroundTruth]]
+    labels: np.ndarray  # (n,) registry indices
+    target_boxes: np.ndarray  # (n, 4) visible boxes x, y, w, h
+    elapsed: float  # seconds the single-view estimate took
+    view: View
 
 
 @dataclass
