@@ -113,9 +113,10 @@ def _cmd_bench_pipeline(args: argparse.Namespace) -> int:
     from pose6d_ros.eval import bench_pipeline
     from pose6d_ros.pipeline import Estimator, EstimatorConfig
 
-    if args.repeats < 1 or args.warmup < 0 or min(args.objects_per_image) < 1:
+    if (args.repeats < 1 or args.warmup < 0 or min(args.objects_per_image) < 1
+            or args.refine_iterations < 0):
         print("pose6d: error: bench pipeline: --repeats and --objects-per-image must be >= 1, "
-              "--warmup >= 0", file=sys.stderr)
+              "--warmup and --refine-iterations >= 0", file=sys.stderr)
         return 2
     if args.device == "cuda" and not torch.cuda.is_available():
         print("pose6d: error: bench pipeline: --device cuda, but CUDA is not available",
@@ -135,7 +136,8 @@ def _cmd_bench_pipeline(args: argparse.Namespace) -> int:
                                     detector_weights=weights["detector"],
                                     coordnet_weights=weights["coordnet"], device=device,
                                     coarse=args.coarse, precision=args.precision,
-                                    refine=args.refine, sync_timings=True))
+                                    refine=args.refine, sync_timings=True,
+                                    track_iterations=args.refine_iterations))
 
     def show(row: dict) -> None:
         if args.json:
@@ -186,6 +188,21 @@ def _cmd_bench_refine(args: argparse.Namespace) -> int:
     chosen = [o for o in objects if not args.names or o.name in args.names]
     if not chosen:
         raise UsageError(f"bench refine: none of {args.names} in the objects YAML")
+    if args.track:
+        if min(args.track) < 0 or args.frames < 2:
+            raise UsageError("bench refine: --track needs iterations >= 0 and --frames >= 2")
+        track = bench_refine.track_sequences(
+            chosen, [None, *args.track], frames=args.frames, deg_per_frame=args.deg_per_frame,
+            mm_per_frame=args.mm_per_frame, cache_dir=str(args.cache) if args.cache else None,
+            seed=args.seed)
+        if args.json:
+            print(json.dumps([asdict(r) for r in track]))
+            return 0
+        print(f"tracking: {len(chosen)} objects x {args.frames - 1} tracked frames, "
+              f"{args.deg_per_frame:g} deg and {args.mm_per_frame:g} mm per frame, from the "
+              "true first pose; 'full' is the detection schedule, CPU float32")
+        print(bench_refine.format_track_rows(track))
+        return 0
     rows = bench_refine.basin(chosen, args.angles, starts=args.starts,
                               cache_dir=str(args.cache) if args.cache else None, seed=args.seed)
     if args.json:
@@ -651,6 +668,8 @@ def build_parser() -> argparse.ArgumentParser:
                     "retrieval and the silhouette choice (default both)")
     bl.add_argument("--refine", choices=["contour", "none"], default="contour",
                     help="render-and-compare refinement of every hypothesis (default contour)")
+    bl.add_argument("--refine-iterations", type=int, default=6, help="contour iterations of "
+                    "a tracked frame (tracking mode, measured too; default 6)")
     bl.add_argument("--json", action="store_true", help="one JSON line per configuration")
     bl.add_argument("--plot", type=Path, help="PNG of the stage breakdown")
     bl.set_defaults(func=_cmd_bench_pipeline)
@@ -665,6 +684,12 @@ def build_parser() -> argparse.ArgumentParser:
     br.add_argument("--seed", type=int, default=0)
     br.add_argument("--cache", type=Path, help="viewpoint model folder (default: the "
                     "template cache)")
+    br.add_argument("--track", type=int, nargs="+", metavar="ITERATIONS", help="instead, "
+                    "tracking: moving renders followed frame to frame with the tracking "
+                    "schedule of these iterations (and the full schedule)")
+    br.add_argument("--frames", type=int, default=10, help="--track: frames per object")
+    br.add_argument("--deg-per-frame", type=float, default=2.0, help="--track: rotation")
+    br.add_argument("--mm-per-frame", type=float, default=5.0, help="--track: translation")
     br.add_argument("--json", action="store_true", help="print the rows as JSON")
     br.set_defaults(func=_cmd_bench_refine)
 
@@ -816,6 +841,9 @@ def build_parser() -> argparse.ArgumentParser:
                     "/camera/aligned_depth_to_color/image_raw)")
     bg.add_argument("--params", type=Path, help="node parameters YAML (default: the bundled "
                     "config/pose.yaml); the flags below override it")
+    bg.add_argument("--detect-every", type=int, metavar="N", help="tracking mode: the "
+                    "detector on every N-th image only, the previous poses refined between "
+                    "(default: the parameters' detect_every)")
     bg.add_argument("--objects", type=Path, help="objects YAML")
     bg.add_argument("--detector-weights", type=Path)
     bg.add_argument("--coordnet-weights", type=Path)

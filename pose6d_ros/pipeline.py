@@ -3,13 +3,16 @@
 `Estimator.estimate(rgb, K)` runs detection, then the coarse poses of every instance,
 batched on one device: CoordNet, correspondences and PnP, template retrieval, or both with
 the better of each instance's hypotheses kept; then symmetry canonicalisation. The node,
-the `pose6d predict` command and the demo all call it.
+the `pose6d predict` command and the demo all call it. `Estimator.track(rgb, K, poses)`
+refines the previous frame's poses against a new frame instead (tracking mode).
 """
 
 from __future__ import annotations
 
+import copy
 import sys
-from dataclasses import dataclass, field
+from collections.abc import Sequence
+from dataclasses import dataclass, field, replace
 from typing import TYPE_CHECKING
 
 import numpy as np
@@ -61,6 +64,13 @@ class EstimatorConfig:
     # agrees best is kept.
     refine: str = "contour"  # "contour" or "none"
     refinement: RefineConfig = field(default_factory=RefineConfig)
+    # `track`: contour iterations per tracked frame, on the two finest line spacings
+    # (RefineConfig.tracking); read at every call.
+    track_iterations: int = 6
+    # `track`: a pose that moved more than this many object diameters within one frame is
+    # unusable (score 0): the depth refiner slides an object that left the view onto the
+    # surface behind it, where much of it agrees.
+    track_max_move: float = 0.5
     viewpoints: ViewpointConfig = field(default_factory=ViewpointConfig)  # how models are built
     # With a depth image (`estimate(..., depth=)`): every hypothesis slides along its ray to
     # the measured surface, is refined by point-to-plane ICP (instead of the contour) and
@@ -92,6 +102,10 @@ class EstimatorConfig:
             raise ValueError(f"coarse: expected one of {COARSE_SOURCES}, got {self.coarse!r}")
         if self.refine not in REFINE_MODES:
             raise ValueError(f"refine: expected one of {REFINE_MODES}, got {self.refine!r}")
+        if self.track_iterations < 0:
+            raise ValueError(f"track_iterations: expected >= 0, got {self.track_iterations}")
+        if self.track_max_move <= 0:
+            raise ValueError(f"track_max_move: expected > 0, got {self.track_max_move}")
         if self.coordnet_weights is None and self.coarse != "templates":
             raise ValueError(f"coarse {self.coarse!r} needs CoordNet weights "
                              "(coarse 'templates' does not)")
@@ -236,6 +250,8 @@ class Estimator:
         # The detector's output of the latest `estimate` call (on the device), before PnP
         # drops any instance; None when the boxes were given.
         self.last_detections: Detections | None = None
+        self._tracker: tuple[int, RegionRefiner] | None = None  # `track`'s refiner, by iterations
+        self._half_extents: Tensor | None = None  # (O, 3) metres, made on the first `track`
 
     def estimate(self, rgb: np.ndarray, K: np.ndarray, boxes: Boxes | None = None,
                  depth: np.ndarray | None = None) -> list[ObjectPose]:
@@ -305,6 +321,96 @@ class Estimator:
                 t=row[8:11].copy(), inliers=int(row[2]), box=tuple(float(v) for v in row[4:8]),
                 timings=timings))
         return out
+
+    def can_track(self, depth: bool = False) -> bool:
+        """Whether `track` can refine poses (`depth`: with a depth image): it needs the
+        contour refiner (refine 'contour'), or with depth the depth refiner."""
+        return self.refiner is not None or (depth and self.depth_refiner is not None)
+
+    def track(self, rgb: np.ndarray, K: np.ndarray, poses: Sequence[ObjectPose],
+              depth: np.ndarray | None = None) -> list[ObjectPose]:
+        """The previous frame's `poses` refined against `rgb (H, W, 3)` uint8 seen through
+        `K (3, 3)`: one hypothesis per pose, all in one batch, no detector, coarse stage or
+        mask. With `depth (H, W)` float32 metres and `use_depth`, the depth refiner (as
+        `estimate`), else the contour refiner over `track_iterations` iterations on its
+        finest lines (`RefineConfig.tracking`). Same order as `poses`; each `score` is the
+        verification alone (contour agreement with a confident contour, or the depth
+        agreement; no detector score), 0 for an unusable pose (not finite, behind the
+        camera, or moved more than `track_max_move` diameters); `box` is the projected
+        bounding box of the mesh.
+
+        Raises ValueError for a bad image or K, or when nothing can refine (`can_track`)."""
+        cfg = self.config
+        if rgb.ndim != 3 or rgb.shape[2] != 3 or rgb.dtype != np.uint8 or rgb.size == 0:
+            raise ValueError(f"image: expected (H, W, 3) uint8 RGB, got {rgb.shape} {rgb.dtype}")
+        if depth is not None:
+            depth = check_depth(depth, rgb.shape)
+        use_depth = depth is not None and self.depth_refiner is not None
+        if not self.can_track(use_depth):
+            raise ValueError("track: needs refine 'contour' (or a depth image with use_depth)")
+        K_t = torch.as_tensor(np.asarray(K, np.float64))
+        check_intrinsics(K_t, "K")
+        timer = StageTimer(self.device, sync=cfg.sync_timings)
+        if not poses:
+            self.last_timings = dict(timer.ms, total=timer.total_ms())
+            return []
+        dev = self.device
+        K_dev = K_t.to(dev)
+        labels = torch.tensor([p.label for p in poses], dtype=torch.long, device=dev)
+        R = torch.from_numpy(np.stack([p.R for p in poses])).to(dev, torch.float64)
+        t = torch.from_numpy(np.stack([p.t for p in poses])).to(dev, torch.float64)
+        t_start = t
+        if use_depth:
+            timer.mark("upload")
+            out = self.depth_refiner(torch.from_numpy(depth).to(dev), K_dev, labels, R, t)
+            R, t, q = out.R, out.t, out.score
+            timer.mark("depth")
+        else:
+            image = torch.from_numpy(np.ascontiguousarray(rgb)).to(dev)
+            image = image.permute(2, 0, 1).float().div_(255.0)
+            timer.mark("upload")
+            out = self._tracking_refiner(cfg.track_iterations)(image, K_dev, labels, R, t)
+            R, t, q = out.R, out.t, out.contour
+            timer.mark("refine")
+        jumped = (t - t_start).norm(dim=1) > cfg.track_max_move * self.diameters[labels]
+        R, t = self.pools.canonicalise(labels, R, t)
+        ok = (torch.isfinite(R).flatten(1).all(1) & torch.isfinite(t).all(1) & (t[:, 2] > 0)
+              & ~jumped)
+        q = torch.where(ok, q.double().clamp(0.0, 1.0), torch.zeros_like(q, dtype=torch.float64))
+        box = self._projected_boxes(labels, R, t, K_dev, rgb.shape[:2])
+        host = torch.cat([q[:, None], box, t, R.flatten(1)], 1).cpu().numpy()
+        timer.mark("download")
+        timings = self.last_timings = dict(timer.ms, total=timer.total_ms())
+        return [replace(p, score=float(row[0]), box=tuple(float(v) for v in row[1:5]),
+                        t=row[5:8].copy(), R=row[8:17].reshape(3, 3).copy(), inliers=0,
+                        timings=timings)
+                for p, row in zip(poses, host, strict=True)]
+
+    def _tracking_refiner(self, iterations: int) -> RegionRefiner:
+        """The contour refiner with the tracking schedule of `iterations` (its views shared)."""
+        cached = self._tracker
+        if cached is None or cached[0] != iterations:
+            refiner = copy.copy(self.refiner)
+            refiner.config = self.config.refinement.tracking(iterations)
+            self._tracker = cached = (iterations, refiner)
+        return cached[1]
+
+    def _projected_boxes(self, labels: Tensor, R: Tensor, t: Tensor, K: Tensor,
+                         size: tuple[int, int]) -> Tensor:
+        """`(N, 4)` x, y, w, h (pixels, clipped to the `size` (H, W) image) of the projected
+        corners of each object's bounding box at `R (N, 3, 3)`, `t (N, 3)`."""
+        if self._half_extents is None:
+            _, half = self.objects.coordinate_normalisation()
+            self._half_extents = torch.from_numpy(half).double().to(self.device)
+        signs = torch.tensor([[sx, sy, sz] for sx in (-1, 1) for sy in (-1, 1)
+                              for sz in (-1, 1)], dtype=torch.float64, device=self.device)
+        corners = self.centers[labels][:, None] + signs * self._half_extents[labels][:, None]
+        cam = corners @ R.transpose(1, 2) + t[:, None]  # (N, 8, 3)
+        uv = (cam @ K.T)[..., :2] / cam[..., 2:].clamp_min(1e-6)
+        h, w = size
+        lo = torch.stack([uv[..., 0].amin(1).clamp(0, w), uv[..., 1].amin(1).clamp(0, h)], 1)
+        hi = torch.stack([uv[..., 0].amax(1).clamp(0, w), uv[..., 1].amax(1).clamp(0, h)], 1)
+        return torch.cat([lo, hi - lo], 1)
 
     def _coarse(self, image: Tensor, K: Tensor, labels: Tensor, xywh: Tensor,
                 masks: Tensor | None, depth: Tensor | None, timer: StageTimer) -> CoarsePoses:

@@ -7,9 +7,13 @@ track's previously published pose, so a box or a can spinning in view keeps a co
 frame; a new track takes the canonical member (closest to the identity). A track keeps the
 smallest per-object index free when it started (the `_<index>` of its TF frame) until it is
 missed for more than `max_missed` frames.
+
+`DetectionSchedule` decides, frame by frame, whether the detector runs or the previous
+frame's poses are refined instead (tracking mode), and which tracked poses go on.
 """
 
 from collections.abc import Sequence
+from typing import Protocol, TypeVar
 
 import numpy as np
 import torch
@@ -91,3 +95,55 @@ class SymmetryTracker:
         ok = allowed[rows, cols]
         match[rows[ok]] = cols[ok]
         return match
+
+
+class Scored(Protocol):
+    """Anything with a score in [0, 1] (an ObjectPose)."""
+
+    score: float
+
+
+P = TypeVar("P", bound=Scored)
+
+
+class DetectionSchedule:
+    """Tracking mode's frame-to-frame logic: detect on every `detect_every`-th frame and
+    refine the previous poses on the frames between; a tracked pose scoring below the
+    threshold is lost, and the next frame detects again (as it does with no pose left).
+    `detect_every` 1 detects on every frame."""
+
+    def __init__(self) -> None:
+        self.reset()
+
+    def reset(self) -> None:
+        """Forget the poses: the next frame detects."""
+        self.poses: list = []  # the poses the next tracked frame starts from
+        self._since_detect = 0  # frames since the last detection, that one included
+        self._redetect = True
+
+    def should_detect(self, detect_every: int) -> bool:
+        """Whether the next frame runs the detector (else: `tracked` with refined poses)."""
+        if detect_every < 1:
+            raise ValueError(f"detect_every: expected >= 1, got {detect_every}")
+        return self._redetect or not self.poses or self._since_detect >= detect_every
+
+    def detected(self, poses: Sequence[P]) -> None:
+        """A detection frame's poses (as published): the next tracked frame starts there."""
+        self.poses = list(poses)
+        self._since_detect = 1
+        self._redetect = False
+
+    def tracked(self, poses: Sequence[P], min_score: float) -> tuple[list[P], int]:
+        """A tracked frame's refined poses: those scoring at least `min_score` go on, and
+        how many were lost; any lost one makes the next frame detect. Call `keep` with the
+        published poses afterwards."""
+        kept = [p for p in poses if p.score >= min_score]
+        lost = len(poses) - len(kept)
+        self._redetect = lost > 0 or not kept
+        self._since_detect += 1
+        self.poses = kept
+        return kept, lost
+
+    def keep(self, poses: Sequence[P]) -> None:
+        """The poses the next tracked frame starts from (after symmetry and index tracking)."""
+        self.poses = list(poses)

@@ -14,6 +14,12 @@ To make the instance count exact whatever the detector finds, both paths run the
 on the frame for its time but take the frame's ground-truth boxes for the CoordNet stage
 (`Estimator.estimate(rgb, K, boxes=...)`, with the detector timed separately on the same
 uploaded frame and its time added as the `detect` stage).
+
+Tracking mode (the node's `detect_every` > 1) is measured in the same process, repeats
+interleaved with the others: a tracked frame is `Estimator.track` from the frame's
+ground-truth poses (one hypothesis per instance, no detector, no coarse stage), reported
+per frame, per object and per object and iteration, and as the ratio of a detect-every-frame
+frame's time to it.
 """
 
 from __future__ import annotations
@@ -37,7 +43,7 @@ from pose6d_ros.data.bop import load_scene_camera, load_scene_gt, load_scene_gt_
 from pose6d_ros.nets.coord_poses import CoordPoseEstimator
 from pose6d_ros.nets.correspondences import CorrespondenceOptions
 from pose6d_ros.nets.detector import Detector
-from pose6d_ros.pipeline import Boxes, Estimator
+from pose6d_ros.pipeline import Boxes, Estimator, ObjectPose
 from pose6d_ros.pnp import PnPOptions
 from pose6d_ros.pnp.init import METHODS
 
@@ -57,6 +63,8 @@ class BenchFrame:
     labels: np.ndarray  # (n,) object indices
     boxes_xywh: np.ndarray  # (n, 4) visible boxes, pixels
     source: str  # where the image came from
+    R: np.ndarray | None = None  # (n, 3, 3) ground-truth rotations
+    t: np.ndarray | None = None  # (n, 3) ground-truth translations, metres
 
 
 def sample_frame(objects: ObjectRegistry, count: int, scene: str | Path | None = None
@@ -87,7 +95,9 @@ def sample_frame(objects: ObjectRegistry, count: int, scene: str | Path | None =
         raise FileNotFoundError(f"{scene / 'rgb'}: no image {im_id:06d}.png or .jpg")
     labels = np.array([objects.index_of_id(gts[im_id][k].obj_id) for k in pick], np.int64)
     boxes = np.array([infos[im_id][k]["bbox_visib"] for k in pick], np.float64)
-    return BenchFrame(read_image(path), cams[im_id], labels, boxes, str(path))
+    return BenchFrame(read_image(path), cams[im_id], labels, boxes, str(path),
+                      R=np.stack([gts[im_id][k].R for k in pick]),
+                      t=np.stack([gts[im_id][k].t for k in pick]))
 
 
 @dataclass
@@ -277,18 +287,35 @@ def measure(estimator: Estimator, frame: BenchFrame, *, repeats: int = 10, warmu
         baseline(frame.rgb, frame.K, frame.labels, frame.boxes_xywh, timer)
         return dict(timer.ms, total=timer.total_ms())
 
+    tracking: Callable[[], dict[str, float]] | None = None
+    if frame.R is not None and frame.t is not None and estimator.can_track():
+        start = [ObjectPose(name=estimator.objects[int(lab)].name, label=int(lab),
+                            object_id=estimator.objects[int(lab)].id, instance=i, score=1.0,
+                            R=frame.R[i], t=frame.t[i], inliers=0,
+                            box=tuple(float(v) for v in frame.boxes_xywh[i]))
+                 for i, lab in enumerate(frame.labels)]
+
+        def track_frame() -> dict[str, float]:
+            estimator.track(frame.rgb, frame.K, start)
+            return dict(estimator.last_timings)
+
+        tracking = track_frame
+
+    paths = [("optimised", optimised), ("baseline", naive)]
+    if tracking is not None:
+        paths.append(("tracking", tracking))
     peaks: dict[str, float] = {}
-    for name, fn in (("optimised", optimised), ("baseline", naive)):
+    for name, fn in paths:
         if cuda:
             torch.cuda.reset_peak_memory_stats(dev)
         for _ in range(max(1, warmup) if cuda else warmup):  # CUDA: one for the peak
             fn()
         if cuda:
             peaks[name] = torch.cuda.max_memory_allocated(dev) / 2**20
-    runs: dict[str, list[dict[str, float]]] = {"optimised": [], "baseline": []}
+    runs: dict[str, list[dict[str, float]]] = {name: [] for name, _ in paths}
     for _ in range(repeats):
-        runs["optimised"].append(optimised())
-        runs["baseline"].append(naive())
+        for name, fn in paths:
+            runs[name].append(fn())
 
     def medians(rows: list[dict[str, float]]) -> dict[str, float]:
         return {s: float(np.median([r.get(s, 0.0) for r in rows])) for s in (*STAGES, "total")}
@@ -312,6 +339,21 @@ def measure(estimator: Estimator, frame: BenchFrame, *, repeats: int = 10, warmu
     for s in STAGES:
         out[f"{s}_ms"] = opt[s]
         out[f"baseline_{s}_ms"] = base[s]
+    if tracking is not None:
+        tr = {s: float(np.median([r.get(s, 0.0) for r in runs["tracking"]]))
+              for s in ("upload", "refine", "download", "total")}
+        iterations = max(estimator.config.track_iterations, 1)
+        n = len(frame.labels)
+        out.update({
+            "track_iterations": estimator.config.track_iterations,
+            "track_ms_per_frame": tr["total"], "track_refine_ms": tr["refine"],
+            "track_fps": 1e3 / tr["total"],
+            "track_ms_per_object": tr["refine"] / n,
+            "track_ms_per_object_iteration": tr["refine"] / (n * iterations),
+            "detect_over_track": opt["total"] / tr["total"],
+            "refine_over_track_refine": opt["refine"] / max(tr["refine"], 1e-9)})
+        if cuda:
+            out["track_peak_cuda_mb"] = peaks["tracking"]
     out["peak_rss_mb"] = _peak_rss_mb()
     if cuda:
         out["peak_cuda_mb"] = peaks["optimised"]
@@ -349,6 +391,16 @@ def table(rows: list[dict[str, Any]]) -> list[str]:
         speedup = f"x{r['speedup']:.2f}"
         lines.append(f"{r['objects']:>7} {'ratio':<9} {ratios} {speedup:>9} {'':>8}   "
                      f"after the detector x{r['speedup_after_detector']:.2f}")
+    for r in rows:
+        if "track_ms_per_frame" in r:
+            lines.append(
+                f"{r['objects']:>7} tracking: {r['track_ms_per_frame']:.2f} ms per tracked "
+                f"frame ({r['track_fps']:.1f} frames/s), refine {r['track_refine_ms']:.2f} ms "
+                f"= {r['track_ms_per_object']:.2f} ms per object, "
+                f"{r['track_ms_per_object_iteration']:.2f} per object and iteration "
+                f"({r['track_iterations']} iterations); detect-every-frame frame / tracked "
+                f"frame x{r['detect_over_track']:.1f}, its refine stage / tracked refine "
+                f"x{r['refine_over_track_refine']:.1f}")
     return lines
 
 

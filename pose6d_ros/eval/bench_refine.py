@@ -114,3 +114,98 @@ def format_rows(rows: Sequence[BasinRow]) -> str:
                      f"{r.median_te_mm:>7.1f} mm {100 * r.within_5deg:>7.0f}% "
                      f"{r.ms_per_hypothesis:>7.1f}")
     return "\n".join(lines)
+
+
+@dataclass
+class TrackRow:
+    """One tracking schedule's outcome over every object's moving sequence."""
+
+    schedule: str  # "full" (the detection schedule) or the tracking iterations
+    iterations: int  # per frame
+    frames: int  # tracked frames, all objects
+    median_re_deg: float
+    median_te_mm: float
+    within_5deg_5mm: float  # share of tracked frames
+    final_re_deg: float  # median over objects, last frame
+    final_te_mm: float
+    median_score: float  # the tracked poses' verification score
+    empty_score: float  # median score of the same poses on the image without the object
+    ms_per_frame: float  # per object
+
+
+def track_sequences(objects: Sequence[ObjectModel], schedules: Sequence[int | None], *,
+                    frames: int = 10, deg_per_frame: float = 2.0, mm_per_frame: float = 5.0,
+                    config: RefineConfig | None = None, views: ViewpointConfig | None = None,
+                    cache_dir: str | None = None, seed: int = 0) -> list[TrackRow]:
+    """Each object turns by `deg_per_frame` about a random axis and moves `mm_per_frame` in a
+    random direction per frame over `frames` renders; from its true first pose (a perfect
+    detection) each later frame is refined from the previous frame's result, with the
+    tracking schedule of each of `schedules` (None: the full detection schedule)."""
+    base = config or RefineConfig()
+    models = load_or_build_viewpoint_models(objects, views or ViewpointConfig(),
+                                            cache_dir=cache_dir)
+    refiners = {s: RegionRefiner(models, base if s is None else base.tracking(s))
+                for s in schedules}
+    g = torch.Generator().manual_seed(seed)
+    rng = np.random.default_rng(seed)
+    Kt = torch.from_numpy(K)
+    sequences = []
+    for i, obj in enumerate(objects):
+        R = random_rotations(1, generator=g)[0].double()
+        t = torch.tensor([rng.uniform(-0.05, 0.05), rng.uniform(-0.05, 0.05),
+                          rng.uniform(0.5, 0.9)], dtype=torch.float64)
+        axis = torch.randn(3, generator=g, dtype=torch.float64)
+        move = torch.randn(3, generator=g, dtype=torch.float64)
+        axis, move = axis / axis.norm(), move / move.norm() * mm_per_frame * 1e-3
+        poses, images = [], []
+        for k in range(frames):
+            Rk = axis_angle_to_matrix((axis * np.deg2rad(deg_per_frame * k))[None])[0] @ R
+            tk = t + k * move
+            rgb, _ = render_scene(obj, Rk.numpy(), tk.numpy(), seed + i)
+            poses.append((Rk, tk))
+            images.append(torch.from_numpy(rgb).permute(2, 0, 1).float() / 255)
+        empty = torch.from_numpy(np.random.default_rng(seed + i).integers(
+            0, 256, (SIZE[1], SIZE[0], 3))).permute(2, 0, 1).float() / 255
+        sequences.append((i, poses, images, empty))
+    rows = []
+    for s, refiner in refiners.items():
+        re, te, scores, empties, final_re, final_te, seconds = [], [], [], [], [], [], 0.0
+        for i, poses, images, empty in sequences:
+            R, t = poses[0][0][None], poses[0][1][None]
+            label = torch.tensor([i])
+            for k in range(1, frames):
+                tic = time.perf_counter()
+                out = refiner(images[k], Kt, label, R, t)
+                seconds += time.perf_counter() - tic
+                R, t = out.R, out.t
+                re.append(float(np.rad2deg(rotation_angle(R, poses[k][0][None]).item())))
+                te.append(float((t[0] - poses[k][1]).norm()) * 1e3)
+                scores.append(float(out.contour[0]))
+            final_re.append(re[-1])
+            final_te.append(te[-1])
+            empties.append(float(refiner.agreement(empty, Kt, label, R, t)[0]))
+        re_a, te_a = np.array(re), np.array(te)
+        cfg = refiner.config
+        rows.append(TrackRow(
+            schedule="full" if s is None else str(s), iterations=sum(cfg.iterations),
+            frames=len(re), median_re_deg=float(np.median(re_a)),
+            median_te_mm=float(np.median(te_a)),
+            within_5deg_5mm=float(np.mean((re_a < 5.0) & (te_a < 5.0))),
+            final_re_deg=float(np.median(final_re)), final_te_mm=float(np.median(final_te)),
+            median_score=float(np.median(scores)), empty_score=float(np.median(empties)),
+            ms_per_frame=1e3 * seconds / len(re)))
+    return rows
+
+
+def format_track_rows(rows: Sequence[TrackRow]) -> str:
+    """The tracking rows as a plain table."""
+    lines = [f"{'schedule':>8} {'iters':>5} {'frames':>6} {'median re':>10} {'median te':>10} "
+             f"{'<5deg,5mm':>9} {'last re':>8} {'last te':>8} {'score':>6} {'empty':>6} "
+             f"{'ms/obj':>7}"]
+    for r in rows:
+        lines.append(f"{r.schedule:>8} {r.iterations:>5} {r.frames:>6} "
+                     f"{r.median_re_deg:>8.1f} ° {r.median_te_mm:>7.1f} mm "
+                     f"{100 * r.within_5deg_5mm:>8.0f}% {r.final_re_deg:>6.1f} ° "
+                     f"{r.final_te_mm:>5.1f} mm {r.median_score:>6.2f} {r.empty_score:>6.2f} "
+                     f"{r.ms_per_frame:>7.1f}")
+    return "\n".join(lines)

@@ -10,13 +10,14 @@ point towards it. Coarse-to-fine: long, sparse lines first, then short, dense on
 number of iterations and no Python loop over hypotheses.
 
 The final iteration also scores each hypothesis (`contour`): the share of its contour
-points whose line says the contour is where the pose puts it.
+points whose line says the contour is where the pose puts it. `RefineConfig.tracking` is the
+short schedule of a pose carried over from the previous video frame.
 """
 
 from __future__ import annotations
 
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 import torch
 from torch import Tensor
@@ -41,6 +42,11 @@ class RefineConfig:
     # before the contour posterior, which keeps one line from being overconfident.
     temper: float = 0.3
     accept_px: float = 1.5  # |contour offset| within which a contour point agrees
+    # > 0: a contour point agrees only where its line is also sure of the contour (posterior
+    # std within this many pixels, finest lines). A flat or plain image puts the posterior's
+    # mean at the middle of every line, so without this an empty region agrees everywhere;
+    # a uniform posterior's std is 4.9 px, a rendered object's edge about 1.5-2 px.
+    confident_std_px: float = 0.0
     # Largest step per iteration: rotation (degrees) and translation (share of the distance);
     # a bad line's pull cannot throw a pose far in one go.
     max_step_deg: float = 5.0
@@ -52,6 +58,25 @@ class RefineConfig:
     def __post_init__(self) -> None:
         if len(self.scales) != len(self.iterations) or not self.scales:
             raise ValueError("refine: scales and iterations need one entry per stage")
+        if min(self.iterations) < 0:
+            raise ValueError(f"refine: iterations must be >= 0, got {self.iterations}")
+
+    def tracking(self, iterations: int) -> RefineConfig:
+        """The schedule of a tracked pose (it starts within a few pixels of the object):
+        `iterations` split over the two finest line spacings (the coarser one takes the odd
+        one), and agreement only where the contour is confident (`TRACK_CONFIDENT_STD_PX`)."""
+        if iterations < 0:
+            raise ValueError(f"refine_iterations: expected >= 0, got {iterations}")
+        scales = self.scales[-2:]
+        split = ((iterations,) if len(scales) == 1 else
+                 (iterations - iterations // 2, iterations // 2))
+        return replace(self, scales=scales, iterations=split,
+                       confident_std_px=TRACK_CONFIDENT_STD_PX)
+
+
+# On renders (cat, driller, duck): true poses keep 85-100 % of their contour points within
+# 3 px, poses 15 degrees off 2-57 %, the image without the object 0 %.
+TRACK_CONFIDENT_STD_PX = 3.0
 
 
 @dataclass
@@ -107,8 +132,10 @@ class RegionRefiner:
         K = K.double().to(self.device)
         X, N = self._views(labels, R, t)
         Xc, n2 = self._project(K, R, t, X, N)
-        mean, _, valid = self._measure(image, K, Xc, n2, cfg.scales[-1], masks, mask_index)
+        mean, var, valid = self._measure(image, K, Xc, n2, cfg.scales[-1], masks, mask_index)
         agree = (mean.abs() <= cfg.accept_px) & valid
+        if cfg.confident_std_px > 0:
+            agree &= var <= cfg.confident_std_px**2
         return agree.sum(1).double() / valid.sum(1).clamp_min(1).double()
 
     @staticmethod

@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import shutil
 import sys
+import time
 from collections import Counter
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -51,6 +52,10 @@ class BagSummary:
     views_fused: int = 0  # with fusion: processed images whose view was fused
     views_without_tf: int = 0  # with fusion: processed images without a camera pose
     fused_objects: int = 0  # after the last fused view
+    detected: int = 0  # processed images that ran the detector
+    tracked: int = 0  # processed images that refined the previous poses (detect_every > 1)
+    tracks_lost: int = 0  # tracked instances dropped below track_min_score
+    seconds: float = 0.0  # wall-clock time in the processing of the images (not the bag I/O)
     rejected: Counter = field(default_factory=Counter)  # kind -> images
     written: Counter = field(default_factory=Counter)  # output topic -> messages
 
@@ -240,7 +245,9 @@ def _process(reader: Any, writer: Any, processor: FrameProcessor, store: Any,
                                                         frame_id="")), start, latched=True)
     out.write("object_info", processor.object_info(), start, latched=True)
     last = start
-    without_tf = processor.stats.views_without_tf
+    st = processor.stats
+    without_tf = st.views_without_tf
+    counts = st.detected, st.tracked, st.tracks_lost
     image_ids = {c.id for c in image_conns}
     for conn, timestamp, raw in reader.messages(connections=image_conns + info_conns
                                                 + (depth_conns + tf_conns if copy_input
@@ -259,7 +266,9 @@ def _process(reader: Any, writer: Any, processor: FrameProcessor, store: Any,
             continue
         depth = depths.nearest(m.stamp_ns(image.header)) if depths.topic is not None else None
         processor.pairing.pair(with_depth=depth is not None)
+        tic = time.perf_counter()
         result = processor.process(image, info, depth, debug_image=debug_image)
+        summary.seconds += time.perf_counter() - tic
         if isinstance(result, Rejected):
             summary.rejected[result.kind] += 1
             continue
@@ -283,7 +292,9 @@ def _process(reader: Any, writer: Any, processor: FrameProcessor, store: Any,
             out.write("fused/detections", result.fused.detections, timestamp)
             if result.fused.tf is not None and result.fused.tf.transforms:
                 out.write("/tf", result.fused.tf, timestamp)
-    summary.views_without_tf = processor.stats.views_without_tf - without_tf
+    summary.views_without_tf = st.views_without_tf - without_tf
+    summary.detected, summary.tracked, summary.tracks_lost = (
+        st.detected - counts[0], st.tracked - counts[1], st.tracks_lost - counts[2])
     out.write("/diagnostics", processor.diagnostics(Header(stamp=_time(store, last),
                                                            frame_id="")), last)
 
@@ -428,6 +439,8 @@ def run(args: Any) -> int:
                                                 "templates_cache", "refine", "device")}
         settings = settings_from_dict({k: str(v) for k, v in flags.items() if v is not None},
                                       base=settings)
+        if args.detect_every is not None:
+            settings = settings_from_dict({"detect_every": args.detect_every}, base=settings)
         if args.depth_topic:  # frames without a depth image nearby are counted
             settings = settings_from_dict({"use_depth": True}, base=settings)
         estimator, error = load_estimator(settings)
@@ -450,9 +463,14 @@ def run(args: Any) -> int:
     depth = f", {summary.with_depth} with depth" if args.depth_topic else ""
     fused = (f", {summary.views_fused} views fused ({summary.views_without_tf} without TF, "
              f"{summary.fused_objects} objects)" if settings.fusion else "")
+    fps = summary.processed / summary.seconds if summary.seconds > 0 else 0.0
+    tracking = (f" ({summary.detected} detected, {summary.tracked} tracked, "
+                f"{summary.tracks_lost} tracks lost)" if settings.detect_every > 1 else "")
     print(f"bag {args.input} -> {args.out} ({args.storage}): {summary.images} images, "
-          f"{summary.processed} processed, {summary.instances} instances{depth}{fused}; "
-          f"rejected: {rejected}")
+          f"{summary.processed} processed{tracking}, {summary.instances} instances{depth}"
+          f"{fused}; rejected: {rejected}")
+    print(f"{fps:.2f} frames/s ({summary.processed} images processed in "
+          f"{summary.seconds:.2f} s; reading and writing the bags not counted)")
     for topic, count in sorted(summary.written.items()):
         print(f"  {topic:<24} {count:>6} messages")
     return 0 if summary.processed else 1

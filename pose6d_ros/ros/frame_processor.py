@@ -2,13 +2,15 @@
 message out.
 
 `FrameProcessor.process` decodes and checks the pair (and the registered depth image, when
-one comes with it), runs the estimator, drops non-finite poses, keeps instance indices and
-symmetry choices stable over time (SymmetryTracker) and builds the output messages with the
-image's header. With `fusion` on, it also looks up the camera's pose in `fixed_frame` at the
-image stamp (its `transforms`: the node's tf2 buffer, `pose6d bag`'s TfBuffer), adds the view
-to the fusion window and builds the fused outputs in `fixed_frame`; a view without a camera
-pose is left out of the fusion and counted, its per-view outputs published as usual. A bad
-frame is rejected with a reason and counted; nothing raises out, so the node keeps running.
+one comes with it), runs the estimator (with `detect_every` > 1, on the frames between
+detections only its refinement, from the previous poses: DetectionSchedule), drops
+non-finite poses, keeps instance indices and symmetry choices stable over time
+(SymmetryTracker) and builds the output messages with the image's header. With `fusion`
+on, it also looks up the camera's pose in `fixed_frame` at the image stamp (its
+`transforms`: the node's tf2 buffer, `pose6d bag`'s TfBuffer), adds the view to the fusion
+window and builds the fused outputs in `fixed_frame`; a view without a camera pose is left
+out of the fusion and counted, its per-view outputs published as usual. A bad frame is
+rejected with a reason and counted; nothing raises out, so the node keeps running.
 `pose6d bag` calls the same code.
 """
 
@@ -32,7 +34,7 @@ from pose6d_ros.core.depth import DepthError
 from pose6d_ros.core.draw import draw_depth_residual, draw_poses
 from pose6d_ros.core.objects import ObjectRegistry
 from pose6d_ros.core.timing import StageTimer
-from pose6d_ros.core.tracking import SymmetryTracker
+from pose6d_ros.core.tracking import DetectionSchedule, SymmetryTracker
 from pose6d_ros.fusion.multiview import View
 from pose6d_ros.pipeline import EstimatorConfig, ObjectPose
 from pose6d_ros.ros import messages as m
@@ -59,6 +61,9 @@ class EstimatorLike(Protocol):
 
     def estimate(self, rgb: np.ndarray, K: np.ndarray, *, depth: np.ndarray | None = None
                  ) -> list[ObjectPose]: ...
+
+    # Optional (tracking mode; without them every frame detects): `can_track(depth: bool)
+    # -> bool` and `track(rgb, K, poses, depth=None) -> list[ObjectPose]`, as the Estimator's.
 
 
 def import_class(spec: str) -> type:
@@ -229,6 +234,9 @@ class FrameStats:
     with_depth: int = 0  # processed frames that came with a depth image
     without_depth: int = 0  # processed RGB-only although use_depth is on (no depth came)
     instances: int = 0  # in the last processed frame
+    detected: int = 0  # processed frames that ran the detector
+    tracked: int = 0  # processed frames that refined the previous poses (tracking mode)
+    tracks_lost: int = 0  # tracked instances dropped below track_min_score
     views_fused: int = 0  # processed frames added to the fusion window and fused
     views_without_tf: int = 0  # processed frames without a camera pose: not fused
     fusion_failed: int = 0  # processed frames whose fusion raised: not fused
@@ -256,6 +264,8 @@ class FrameStats:
                    "frames_with_depth": self.with_depth,
                    "frames_without_depth": self.without_depth,
                    "nan_poses_dropped": self.nan_poses, "instances": self.instances,
+                   "frames_detected": self.detected, "frames_tracked": self.tracked,
+                   "tracks_lost": self.tracks_lost,
                    **fused,
                    "rate_hz": f"{self.rate_hz:.2f}",
                    **{f"latency_{k}_ms": f"{v:.1f}" for k, v in self.latency_ms.items()},
@@ -293,6 +303,7 @@ class FrameProcessor:
         self.catalog = m.object_catalog(objects)
         self.tracker = SymmetryTracker(objects, gate=self.settings.track_gate,
                                        max_missed=self.settings.track_max_missed)
+        self.schedule = DetectionSchedule()
         self._fusion: ViewFusion | None = None  # made on the first view to fuse
 
     def set_estimator(self, estimator: EstimatorLike | None, error: str | None = None) -> None:
@@ -302,6 +313,7 @@ class FrameProcessor:
         self.estimator = estimator
         self.estimator_error = None if estimator is not None else (error or "no estimator")
         self._fusion = None  # its joint refinement is the estimator's refiner
+        self.schedule.reset()  # tracked poses of another estimator: detect first
         with self.stats.lock:
             self.stats.last_error = self.estimator_error or ""
 
@@ -340,24 +352,37 @@ class FrameProcessor:
             estimator.config.max_size_mismatch = s.max_size_mismatch
             estimator.config.max_centre_offset = s.max_centre_offset
             estimator.config.max_instances = s.max_instances
+            estimator.config.track_iterations = s.refine_iterations
+            depth_in = None if depth_m is None else scale_depth(depth_m, rgb_in.shape[:2])
+            detect = self._detect_now(estimator, depth_in is not None)
+            lost = 0
             try:
-                if depth_m is None:  # estimators without depth support keep working
+                if not detect:
+                    poses, lost = self.schedule.tracked(
+                        estimator.track(rgb_in, K_in, self.schedule.poses, depth=depth_in),
+                        s.track_min_score)
+                elif depth_in is None:  # estimators without depth support keep working
                     poses = list(estimator.estimate(rgb_in, K_in))
                 else:
-                    poses = list(estimator.estimate(
-                        rgb_in, K_in, depth=scale_depth(depth_m, rgb_in.shape[:2])))
-            except DepthError as exc:
-                raise m.FrameError("depth", f"{self.depth_topic}: {exc}") from exc
-            except Exception as exc:  # one bad frame must not stop the node
+                    poses = list(estimator.estimate(rgb_in, K_in, depth=depth_in))
+            except Exception as exc:
+                self.schedule.reset()  # whatever failed, the next frame starts afresh
+                if isinstance(exc, DepthError):
+                    raise m.FrameError("depth", f"{self.depth_topic}: {exc}") from exc
+                # One bad frame must not stop the node.
                 raise m.FrameError("estimator", f"estimator failed: {type(exc).__name__}: "
                                                 f"{exc}") from exc
-            timer.mark("estimate")
+            timer.mark("estimate" if detect else "refine_tracked")
         except m.FrameError as exc:
             return self._reject(exc.kind, str(exc))
 
         try:
             poses, nan_count = _finite(poses)
             poses = self._track(poses)
+            if detect:
+                self.schedule.detected(poses)
+            else:
+                self.schedule.keep(poses)
             timer.mark("track")
             outputs = self._outputs(image.header, poses)
             timer.mark("messages")
@@ -372,12 +397,22 @@ class FrameProcessor:
                                           f"{exc}")
         fusion = None
         if s.fusion:
-            depth_in = None if depth_m is None else scale_depth(depth_m, rgb_in.shape[:2])
             fusion = self._fuse(image.header, View(rgb_in, K_in, np.eye(4), poses, depth_in))
             outputs.fused, outputs.fusion_error = fusion[1], fusion[2]
             timer.mark("fusion")
-        self._record(timer, poses, nan_count, with_depth=depth_m is not None, fusion=fusion)
+        self._record(timer, poses, nan_count, with_depth=depth_m is not None, fusion=fusion,
+                     detected=detect, lost=lost)
         return outputs
+
+    def _detect_now(self, estimator: EstimatorLike, with_depth: bool) -> bool:
+        """Whether this frame runs the detector: always with `detect_every` 1, or with an
+        estimator that cannot track (no `track`, or nothing to refine with)."""
+        every = self.settings.detect_every
+        can_track = getattr(estimator, "can_track", None)
+        if every <= 1 or not hasattr(estimator, "track") or (
+                can_track is not None and not can_track(with_depth)):
+            return True
+        return self.schedule.should_detect(every)
 
     def _fuse(self, header: Any, view: View) -> tuple[str, FusedOutputs | None, str | None]:
         """Add `view` (its camera pose looked up here) to the window and fuse: ("fused",
@@ -445,7 +480,8 @@ class FrameProcessor:
 
     def _record(self, timer: StageTimer, poses: list[ObjectPose], nan_count: int, *,
                 with_depth: bool,
-                fusion: tuple[str, FusedOutputs | None, str | None] | None = None) -> None:
+                fusion: tuple[str, FusedOutputs | None, str | None] | None = None,
+                detected: bool = True, lost: int = 0) -> None:
         now = self._clock()
         stages = dict(timer.ms, total=timer.total_ms())
         if poses:
@@ -453,6 +489,9 @@ class FrameProcessor:
         with self.stats.lock:
             st = self.stats
             st.processed += 1
+            st.detected += int(detected)
+            st.tracked += int(not detected)
+            st.tracks_lost += lost
             st.nan_poses += nan_count
             if with_depth:
                 st.with_depth += 1

@@ -95,6 +95,20 @@ class PoseSettings:
                            "index and symmetry choice.", range=(0.0, 100.0))
     track_max_missed: int = _p(5, "Frames an unseen instance keeps its index.",
                                range=(0, 100000))
+    detect_every: int = _p(1, "Run the detector and the coarse poses on every N-th frame "
+                           "only; on the frames between, refine each tracked instance from "
+                           "its previous pose (tracking mode). 1: detect on every frame.",
+                           range=(1, 10000))
+    track_min_score: float = _p(0.2, "Tracking mode: a tracked instance whose score (on "
+                                "tracked frames the verification alone: the share of its "
+                                "contour that the image confirms, or its depth agreement) is "
+                                "below this is dropped, and the next frame detects again.",
+                                range=(0.0, 1.0))
+    refine_iterations: int = _p(6, "Tracking mode: contour refinement iterations per tracked "
+                                "frame, on the two finest line spacings (2 and 1 px); "
+                                "detection frames keep the full schedule (15 iterations from "
+                                "8 px). Tracking with depth uses the depth refiner's own "
+                                "iterations.", range=(0, 100))
     fusion: bool = _p(False, "Fuse the recent views into one pose per object in "
                       "fixed_frame (camera poses from TF at each image stamp), published on "
                       "'fused/poses', 'fused/detections' and TF beside the per-view outputs.",
@@ -208,4 +222,5 @@ def estimator_config(settings: PoseSettings) -> EstimatorConfig:
                            min_inliers=settings.min_inliers,
                            max_size_mismatch=settings.max_size_mismatch,
                            max_centre_offset=settings.max_centre_offset,
-                           max_instances=settings.max_instances)
+                           max_instances=settings.max_instances,
+                           track_iterations=settings.refine_iterations)

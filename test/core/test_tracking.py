@@ -131,3 +131,27 @@ def test_no_poses_and_reset(objects):
     assert tracker.tracks == 1
     tracker.reset()
     assert tracker.tracks == 0
+
+
+def test_detection_schedule_detects_every_n_and_after_a_loss():
+    from types import SimpleNamespace
+
+    from pose6d_ros.core.tracking import DetectionSchedule
+
+    schedule = DetectionSchedule()
+    pose = SimpleNamespace(score=0.9)
+    kinds = []
+    for f in range(7):
+        if schedule.should_detect(3):
+            kinds.append("D")
+            schedule.detected([pose])
+        else:
+            kinds.append("T")
+            kept, lost = schedule.tracked([SimpleNamespace(score=0.1 if f == 4 else 0.9)], 0.5)
+            assert lost == (f == 4) and len(kept) == (f != 4)
+            schedule.keep(kept)
+    assert "".join(kinds) == "DTTDTDT"  # frame 4 lost its track: frame 5 detects
+    schedule.detected([])
+    assert schedule.should_detect(3)  # nothing to track
+    with pytest.raises(ValueError, match="detect_every"):
+        schedule.should_detect(0)

@@ -4,6 +4,7 @@ command reports every configuration. Never timings."""
 import json
 
 import numpy as np
+import pytest
 import torch
 from torch import nn
 from torch.nn import functional
@@ -176,7 +177,8 @@ def test_cli_bench_pipeline_json_and_plot(tiny_weights, tmp_path, capsys):
     plot = tmp_path / "stages.png"
     rc = main(["bench", "pipeline", "--detector", str(det), "--coordnet", str(coord),
                "--device", "cpu", "--repeats", "1", "--warmup", "0",
-               "--objects-per-image", "1", "2", "--json", "--plot", str(plot)])
+               "--objects-per-image", "1", "2", "--refine-iterations", "3", "--json",
+               "--plot", str(plot)])
     assert rc == 0
     rows = [json.loads(line) for line in capsys.readouterr().out.splitlines()]
     assert [r["objects"] for r in rows] == [1, 2]
@@ -189,6 +191,12 @@ def test_cli_bench_pipeline_json_and_plot(tiny_weights, tmp_path, capsys):
             assert r[f"{stage}_ms"] >= 0 and r[f"baseline_{stage}_ms"] >= 0
         # Default coarse "both": template retrieval is its own stage, the baseline has none.
         assert r["templates_ms"] > 0 and r["baseline_templates_ms"] == 0
+        # Tracking mode, from the frame's ground-truth poses: the refinement alone.
+        assert r["track_iterations"] == 3 and r["track_refine_ms"] > 0
+        assert r["track_ms_per_object"] == pytest.approx(r["track_refine_ms"] / r["objects"])
+        assert r["track_ms_per_object_iteration"] == pytest.approx(r["track_ms_per_object"] / 3)
+        assert r["detect_over_track"] == pytest.approx(r["ms_per_frame"]
+                                                       / r["track_ms_per_frame"])
     assert plot.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
 
 

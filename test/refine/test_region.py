@@ -162,3 +162,32 @@ def test_bench_refine_reports_the_basin(capsys):
     assert [r["mask"] for r in rows] == [False, True]
     for r in rows:
         assert r["starts"] == 2 and r["median_re_deg"] < 4.0 and r["within_5deg"] >= 0.5
+
+
+def test_bench_refine_track_follows_a_moving_render(capsys):
+    """`pose6d bench refine --track`: the tracking schedule follows a slowly moving render
+    frame to frame, and its confident agreement drops to nothing without the object, where
+    the plain agreement of the full schedule does not."""
+    import json
+
+    from pose6d_ros.cli import main
+
+    assert main(["bench", "refine", "--names", "driller", "--track", "6", "--frames", "3",
+                 "--json"]) == 0
+    full, track = json.loads(capsys.readouterr().out)
+    assert (full["schedule"], track["schedule"]) == ("full", "6")
+    assert (full["iterations"], track["iterations"], track["frames"]) == (15, 6, 2)
+    assert track["median_re_deg"] < 4.0 and track["median_te_mm"] < 20.0
+    assert track["median_score"] > 0.5 and track["empty_score"] < 0.1
+    assert full["empty_score"] > 0.5
+
+
+def test_tracking_schedule_is_the_fine_stages():
+    from pose6d_ros.refine.region import TRACK_CONFIDENT_STD_PX, RefineConfig
+
+    cfg = RefineConfig().tracking(7)
+    assert cfg.scales == (2.0, 1.0) and cfg.iterations == (4, 3)
+    assert cfg.confident_std_px == TRACK_CONFIDENT_STD_PX and RefineConfig().confident_std_px == 0
+    assert RefineConfig().tracking(0).iterations == (0, 0)
+    with pytest.raises(ValueError, match="refine_iterations"):
+        RefineConfig().tracking(-1)

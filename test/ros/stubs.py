@@ -6,6 +6,7 @@ so the node's outputs can be checked without trained weights.
 
 from __future__ import annotations
 
+import dataclasses
 from functools import lru_cache
 
 import numpy as np
@@ -35,7 +36,7 @@ class StubEstimator:
     """Returns `self.poses` (by default an eggbox and a can 0.8 m ahead) for every image, or
     with `self.script` set, its next entry on each call (round robin); raises `self.error`
     when set; records each call's image shape and K, and its depth (None when called
-    without)."""
+    without). `track` returns the poses it is given, scored from `self.track_scores`."""
 
     def __init__(self, config: EstimatorConfig) -> None:
         self.config = config
@@ -47,6 +48,10 @@ class StubEstimator:
         self.error: Exception | None = None
         self.calls: list[tuple[tuple[int, ...], np.ndarray]] = []
         self.depths: list[np.ndarray | None] = []
+        # Tracking mode: each `track` call's starting poses; the score every tracked pose
+        # gets (a list: per call in turn, the last one repeated).
+        self.track_calls: list[list[ObjectPose]] = []
+        self.track_scores: list[float] = [0.8]
 
     def estimate(self, rgb: np.ndarray, K: np.ndarray, *, depth: np.ndarray | None = None
                  ) -> list[ObjectPose]:
@@ -58,3 +63,16 @@ class StubEstimator:
         if self.script:
             return list(self.script[(len(self.calls) - 1) % len(self.script)])
         return list(self.poses)
+
+    def can_track(self, depth: bool = False) -> bool:
+        """The stub always tracks."""
+        return True
+
+    def track(self, rgb: np.ndarray, K: np.ndarray, poses: list[ObjectPose],
+              depth: np.ndarray | None = None) -> list[ObjectPose]:
+        """`poses` unmoved, scored by the next entry of `track_scores`."""
+        self.track_calls.append(list(poses))
+        if self.error is not None:
+            raise self.error
+        score = self.track_scores[min(len(self.track_calls), len(self.track_scores)) - 1]
+        return [dataclasses.replace(p, score=score) for p in poses]

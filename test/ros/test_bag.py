@@ -142,6 +142,27 @@ def test_sample_bag_and_the_command(tmp_path, store, capsys):
         assert stamp_ns(det.header) == stamp_ns(image.header)
 
 
+def test_bag_command_detect_every(tmp_path, store, capsys):
+    """`--detect-every 3` over the five sample images: frames 0 and 3 detect, the others
+    track; the summary says so and gives frames/s; a bad N names the parameter."""
+    make_sample_bag(sample_scene(), tmp_path / "sample", store)
+    params = tmp_path / "p.yaml"
+    params.write_text("/**:\n  ros__parameters:\n"
+                      "    estimator: test.ros.stubs:StubEstimator\n")
+    rc = main(["bag", str(tmp_path / "sample"), "--out", str(tmp_path / "out"),
+               "--params", str(params), "--detect-every", "3"])
+    printed = capsys.readouterr().out
+    assert rc == 0, printed
+    assert "5 processed (2 detected, 3 tracked, 0 tracks lost), 10 instances" in printed
+    assert " frames/s (5 images processed in " in printed
+    diag = {kv.key: kv.value
+            for kv in _read(tmp_path / "out", store)["/diagnostics"][0][1].status[0].values}
+    assert (diag["frames_detected"], diag["frames_tracked"]) == ("2", "3")
+    rc = main(["bag", str(tmp_path / "sample"), "--out", str(tmp_path / "out2"),
+               "--params", str(params), "--detect-every", "0"])
+    assert rc == 2 and "'detect_every'" in capsys.readouterr().err
+
+
 def test_command_reports_missing_weights(tmp_path, capsys):
     make_sample_bag(sample_scene(), tmp_path / "sample", m.rosbags_typestore("humble"))
     rc = main(["bag", str(tmp_path / "sample"), "--out", str(tmp_path / "out"),

@@ -434,3 +434,91 @@ def test_debug_image_tints_the_depth_residual(types, depth_processor):
                                      debug_image=True).debug_image
     a, b = (np.asarray(img.data).reshape(H, W, 3).astype(int) for img in (plain, tinted))
     assert (a != b).any(-1).sum() > 20  # the objects' pixels are tinted
+
+
+# ---- tracking mode (detect_every) ---------------------------------------------------------
+
+def _run(types, processor, frames):
+    """Process `frames` pairs; per frame, whether the estimator detected ('D') or tracked
+    ('T'), and the outputs."""
+    est = processor.estimator
+    kinds, outs = [], []
+    for f in range(frames):
+        calls, tracks = len(est.calls), len(est.track_calls)
+        outs.append(processor.process(*pair(types, nanosec=f)))
+        kinds.append("D" if len(est.calls) > calls else "T" if len(est.track_calls) > tracks
+                     else "-")
+    return "".join(kinds), outs
+
+
+def test_detect_every_3_detects_on_frames_0_3_6(types, processor, estimator):
+    processor.settings = settings_from_dict({"detect_every": 3, "refine_iterations": 7})
+    kinds, outs = _run(types, processor, 8)
+    assert kinds == "DTTDTTDT"
+    assert estimator.config.track_iterations == 7
+    # Each tracked frame starts from the previous frame's published poses.
+    for call, before in zip(estimator.track_calls, [outs[i] for i in (0, 1, 3, 4, 6)],
+                            strict=True):
+        assert [(p.name, p.instance) for p in call] == [(p.name, p.instance)
+                                                        for p in before.poses]
+    assert [d.id for d in outs[1].detections.detections] == ["eggbox_0", "can_0"]
+    assert outs[1].poses[0].score == pytest.approx(0.8)  # tracked: the verification alone
+    _, v = _diagnostics(types, processor)
+    assert (v["frames_detected"], v["frames_tracked"], v["tracks_lost"]) == ("3", "5", "0")
+    assert int(v["frames_processed"]) == 8 and "latency_refine_tracked_ms" in v
+
+
+def test_a_collapsed_track_is_dropped_and_the_next_frame_detects(types, processor, estimator):
+    processor.settings = settings_from_dict({"detect_every": 5, "track_min_score": 0.5})
+    estimator.track_scores = [0.8, 0.2, 0.8]
+    kinds, outs = _run(types, processor, 5)
+    assert kinds == "DTTDT"  # frame 2's tracks scored 0.2: re-detect on frame 3
+    assert outs[2].poses == [] and outs[2].pose_array.poses == []
+    assert len(outs[3].poses) == 2
+    _, v = _diagnostics(types, processor)
+    assert (v["frames_detected"], v["frames_tracked"], v["tracks_lost"]) == ("2", "3", "2")
+
+
+def test_nothing_detected_means_detect_again(types, processor, estimator):
+    processor.settings = settings_from_dict({"detect_every": 4})
+    estimator.script = [[], [], list(estimator.poses)]
+    kinds, _ = _run(types, processor, 5)
+    assert kinds == "DDDTT"
+
+
+def test_detect_every_1_is_the_detector_on_every_frame(store, types, estimator):
+    """The default: the same messages as an estimator that cannot track, no track call."""
+    plain = StubEstimator(estimator_config(PoseSettings()))
+    a = FrameProcessor(types, PoseSettings(), estimator.objects, estimator=estimator)
+    plain.can_track = lambda depth=False: False  # e.g. refine 'none' without depth
+    b = FrameProcessor(types, settings_from_dict({"detect_every": 3}), plain.objects,
+                       estimator=plain)
+    for f in range(4):
+        oa, ob = a.process(*pair(types, nanosec=f)), b.process(*pair(types, nanosec=f))
+        for x, y in ((oa.detections, ob.detections), (oa.tf, ob.tf)):
+            assert store.serialize_cdr(x, x.__msgtype__) == store.serialize_cdr(y, y.__msgtype__)
+    assert len(estimator.calls) == len(plain.calls) == 4 and estimator.track_calls == []
+    assert _diagnostics(types, a)[1]["frames_detected"] == "4"
+
+
+def test_tracking_failure_is_rejected_and_detection_resumes(types, processor, estimator):
+    processor.settings = settings_from_dict({"detect_every": 3})
+    processor.process(*pair(types))
+    estimator.error = RuntimeError("boom")
+    out = processor.process(*pair(types))
+    assert isinstance(out, Rejected) and "RuntimeError: boom" in out.reason
+    assert len(estimator.track_calls) == 1
+    estimator.error = None
+    kinds, _ = _run(types, processor, 2)
+    assert kinds == "DT"
+
+
+@pytest.mark.parametrize("values, words", [
+    ({"detect_every": 0}, r"'detect_every'.*outside"),
+    ({"detect_every": 2.5}, r"'detect_every'.*expected int"),
+    ({"track_min_score": 1.5}, r"'track_min_score'.*outside"),
+    ({"refine_iterations": -1}, r"'refine_iterations'.*outside"),
+])
+def test_tracking_parameters_are_checked(values, words):
+    with pytest.raises(ValueError, match=words):
+        settings_from_dict(values)

@@ -233,6 +233,21 @@ class TestPoseNode(unittest.TestCase):
             msg.threshold == 1.0 for msg in self.got.get("label_info", []))))
         self.assertTrue(self._set("detection_score", 0.5).successful)
 
+    def test_tracking_mode_at_run_time(self):
+        """`detect_every` set at run time: the frames between detections are tracked (the
+        stub's `track`), poses keep coming, both kinds counted in /diagnostics; 0 is
+        refused."""
+        self.assertFalse(self._set("detect_every", 0).successful)  # outside [1, 10000]
+        self.assertTrue(self._set("detect_every", 3).successful)
+        try:
+            self.got.pop("poses", None)
+            self.assertTrue(self._spin_until(
+                lambda: self._diagnostic_value("frames_tracked") > 1 and self.got.get("poses")))
+            self.assertEqual(len(self.got["poses"][-1].poses), 2)
+            self.assertGreater(self._diagnostic_value("frames_detected"), 0)
+        finally:
+            self.assertTrue(self._set("detect_every", 1).successful)
+
     def test_bad_frames_are_reported_and_the_node_keeps_running(self):
         def reported():
             for a in self.got.get("/diagnostics", []):
