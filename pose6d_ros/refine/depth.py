@@ -24,7 +24,7 @@ import torch
 from torch import Tensor
 
 from pose6d_ros.refine.region import limited_update, solve_damped
-from pose6d_ros.refine.viewpoint_models import ViewpointModel, stack_views
+from pose6d_ros.refine.viewpoint_models import NearestView, ViewpointModel, stack_views
 
 _SEARCH_RANGE = 0.5  # metres: the farthest `search` slides a pose along its ray
 
@@ -79,7 +79,7 @@ class DepthRefiner:
                  *, device: str | torch.device = "cpu") -> None:
         self.config = config or DepthConfig()
         self.device = torch.device(device)
-        self.directions = stack_views(models, "directions", device)
+        self.nearest = NearestView(models, device)
         self.points = stack_views(models, "surface", device)
         self.normals = stack_views(models, "surface_normals", device)
 
@@ -144,9 +144,7 @@ class DepthRefiner:
                  ) -> tuple[Tensor, Tensor, Tensor]:
         """Visible surface points `(N, S, 3)` and normals in the camera frame (float32) of each
         pose's nearest view (every `stride`-th), and the object origins `(N, 3)`."""
-        cam = -(R.transpose(1, 2) @ t[..., None])[..., 0].float()  # camera centre, model frame
-        cam = cam / cam.norm(dim=1, keepdim=True).clamp_min(1e-12)
-        best = torch.einsum("nvk,nk->nv", self.directions[labels], cam).argmax(1)
+        best = self.nearest(labels, R, t)
         Rf, tf = R.float(), t.float()
         X = self.points[labels, best, ::stride] @ Rf.transpose(1, 2) + tf[:, None]
         N = self.normals[labels, best, ::stride] @ Rf.transpose(1, 2)

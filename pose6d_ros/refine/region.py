@@ -24,7 +24,7 @@ from torch import Tensor
 from torch.nn import functional
 
 from pose6d_ros.core.rotations import axis_angle_to_matrix
-from pose6d_ros.refine.viewpoint_models import ViewpointModel, stack_views
+from pose6d_ros.refine.viewpoint_models import NearestView, ViewpointModel, stack_views
 
 
 @dataclass(frozen=True)
@@ -95,15 +95,13 @@ class RegionRefiner:
                  *, device: str | torch.device = "cpu") -> None:
         self.config = config or RefineConfig()
         self.device = torch.device(device)
-        self.directions = stack_views(models, "directions", device)
+        self.nearest = NearestView(models, device)
         self.points = stack_views(models, "points", device)
         self.normals = stack_views(models, "normals", device)
 
     def _views(self, labels: Tensor, R: Tensor, t: Tensor) -> tuple[Tensor, Tensor]:
         """Contour points and normals `(N, P, 3)`, model frame, of each pose's nearest view."""
-        cam = -(R.transpose(1, 2) @ t[..., None])[..., 0].float()  # camera centre, model frame
-        cam = cam / cam.norm(dim=1, keepdim=True).clamp_min(1e-12)
-        best = torch.einsum("nvk,nk->nv", self.directions[labels], cam).argmax(1)
+        best = self.nearest(labels, R, t)
         return self.points[labels, best], self.normals[labels, best]
 
     def __call__(self, image: Tensor, K: Tensor, labels: Tensor, R: Tensor, t: Tensor,

@@ -74,6 +74,25 @@ def stack_views(models: Sequence[ViewpointModel], name: str,
                         for x in parts]).float().to(device)
 
 
+class NearestView:
+    """Finds the view of each pose's object nearest its viewing direction."""
+
+    def __init__(self, models: Sequence[ViewpointModel], device: str | torch.device = "cpu"
+                 ) -> None:
+        self.directions = stack_views(models, "directions", device)  # (O, V, 3)
+        d = self.directions
+        # Models built with the same settings share one sphere of directions; then one
+        # matmul serves every pose instead of a gather of (N, V, 3).
+        self.shared = d[0] if bool((d == d[:1]).all()) else None
+
+    def __call__(self, labels: Tensor, R: Tensor, t: Tensor) -> Tensor:
+        """View index `(N,)` of poses `R (N, 3, 3)`, `t (N, 3)` of objects `labels (N,)`."""
+        cam = -(R.transpose(1, 2) @ t[..., None])[..., 0].float()  # camera centre, model frame
+        if self.shared is not None:
+            return (cam @ self.shared.T).argmax(1)
+        return torch.einsum("nvk,nk->nv", self.directions[labels], cam).argmax(1)
+
+
 def contour_samples(mask: np.ndarray, count: int) -> tuple[np.ndarray, np.ndarray]:
     """`count` pixels `(count, 2)` x, y evenly along the largest outer contour of `mask
     (S, S)` and their outward unit normals `(count, 2)`."""
