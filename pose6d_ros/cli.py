@@ -730,14 +730,19 @@ def build_parser() -> argparse.ArgumentParser:
     tc = train.add_parser("coords", help="train the coordinate network (CoordNet + BPnP)")
     _add_train_flags(tc)
     tc.add_argument("--input-size", type=int)
-    tc.add_argument("--encoder", choices=["resnet18", "resnet34", "small"])
+    tc.add_argument("--encoder", choices=["resnet18", "resnet34", "small", "mobilenet_v2"],
+                    help="mobilenet_v2: ImageNet MobileNetV2 (models/pretrained/) to stride 16")
     tc.add_argument("--decoder-width", type=int)
     tc.add_argument("--rotation-bins", type=int,
                     help="auxiliary rotation-classification bins (0: off; default 128)")
     tc.add_argument("--lambda-rot", type=float, help="weight of the rotation loss")
     tc.add_argument("--lambda-proj", type=float, help="0 switches the BPnP loss off")
     tc.add_argument("--proj-warmup-steps", type=int)
-    tc.add_argument("--init-encoder", type=Path, help="local torchvision ResNet weights")
+    tc.add_argument("--init-encoder", type=Path, help="local torchvision ResNet weights, or "
+                    "the converted ImageNet MobileNetV2 (mobilenet_v2; default: "
+                    "models/pretrained/)")
+    tc.add_argument("--frozen-blocks", type=int,
+                    help="mobilenet_v2 feature blocks kept at their ImageNet weights (4)")
     tc.add_argument("--val-crops", type=int, help="validation crops (512)")
     tc.set_defaults(func=_cmd_train_coords)
 

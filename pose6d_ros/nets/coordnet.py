@@ -18,10 +18,11 @@ import torchvision
 from torch import Tensor, nn
 from torch.nn import functional
 
+from pose6d_ros.nets.pretrained import STAGE_ENDS, mobilenet_v2_features
 from pose6d_ros.nets.weights import WeightsError, read_checkpoint, write_checkpoint
 
 KIND = "coordnet"  # the "kind" key of a CoordNet checkpoint
-ENCODERS = ("resnet18", "resnet34", "small")
+ENCODERS = ("resnet18", "resnet34", "small", "mobilenet_v2")
 
 
 @dataclass
@@ -95,6 +96,38 @@ class _ResNetEncoder(nn.Module):
         return feats
 
 
+class _MobileNetV2Encoder(nn.Module):
+    """torchvision MobileNetV2 `features[:14]` (random here; `load_encoder_weights` puts in
+    the ImageNet weights), its stage ends at strides 2, 4, 8, 16 (blocks 1, 3, 6, 13; 16, 24,
+    32, 96 channels). BatchNorm is FrozenBatchNorm2d, keeping the ImageNet statistics, as in
+    the detector's backbone."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        ends = [STAGE_ENDS[s] for s in (2, 4, 8, 16)]
+        self.ends = tuple(i for i, _ in ends)
+        self.features = mobilenet_v2_features(pretrained=False, blocks=self.ends[-1] + 1)
+        self.channels = tuple(c for _, c in ends)
+
+    def forward(self, x: Tensor) -> list[Tensor]:
+        """`x (B, 3, H, W)` ImageNet-normalised -> maps (B, C_i, H / s, W / s), s = 2..16."""
+        feats = []
+        for i, block in enumerate(self.features):
+            x = block(x)
+            if i in self.ends:
+                feats.append(x)
+        return feats
+
+
+def _encoder(name: str) -> nn.Module:
+    """The encoder `name` with random weights; its `channels` per returned map."""
+    if name == "small":
+        return _SmallEncoder()
+    if name == "mobilenet_v2":
+        return _MobileNetV2Encoder()
+    return _ResNetEncoder(name)
+
+
 class CoordNet(nn.Module):
     """U-Net with skip connections and one output head per object."""
 
@@ -105,11 +138,11 @@ class CoordNet(nn.Module):
         if config.num_objects < 1:
             raise ValueError("num_objects must be >= 1")
         self.config = config
-        self.encoder = (_SmallEncoder() if config.encoder == "small"
-                        else _ResNetEncoder(config.encoder))
+        self.encoder = _encoder(config.encoder)  # random: load_encoder_weights initialises it
         ch = self.encoder.channels
         d = config.decoder_width
-        # Decoder stages from stride 32 up to stride 1, each fed the matching skip.
+        # Decoder stages from the coarsest map (stride 32, or 16 for mobilenet_v2) up to
+        # stride 1, each fed the matching skip.
         self.up = nn.ModuleList()
         cin = ch[-1]
         for skip in reversed(ch[:-1]):
@@ -123,7 +156,8 @@ class CoordNet(nn.Module):
         self.register_buffer("std", torch.tensor([0.229, 0.224, 0.225]).view(1, 3, 1, 1))
 
     def forward(self, image: Tensor, labels: Tensor) -> CoordNetOutput:
-        """Predict for crops `image (B, 3, H, W)` in [0, 1] of objects `labels (B,)`."""
+        """Predict for crops `image (B, 3, H, W)` in [0, 1] of objects `labels (B,)`; every
+        encoder sees them normalised with ImageNet's mean and standard deviation."""
         x = (image - self.mean) / self.std
         feats = self.encoder(x)
         y = feats[-1]
@@ -167,15 +201,24 @@ def load_coordnet(path: str | Path, map_location: str | torch.device = "cpu") ->
     return net.to(map_location)
 
 
-def load_encoder_weights(net: CoordNet, path: str | Path) -> None:
-    """Initialise the encoder from a local torchvision state dict (e.g. ImageNet ResNet)."""
+def load_encoder_weights(net: CoordNet, path: str | Path | None = None) -> None:
+    """Initialise the encoder: ResNets from a local torchvision state dict at `path`,
+    mobilenet_v2 from the converted ImageNet MobileNetV2 (nets/pretrained.py; `path` or, when
+    None, the default file), with its errors for a missing or corrupt file."""
+    if isinstance(net.encoder, _MobileNetV2Encoder):
+        blocks = len(net.encoder.features)
+        ref = mobilenet_v2_features(pretrained=True if path is None else path, blocks=blocks)
+        net.encoder.features.load_state_dict(ref.state_dict())
+        return
+    if path is None:
+        raise WeightsError(f"encoder {net.config.encoder}: no encoder weights file given")
     path = Path(path)
     try:
         state = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as exc:
         raise WeightsError(f"{path}: cannot load encoder weights: {exc}") from exc
     if not isinstance(net.encoder, _ResNetEncoder):
-        raise WeightsError(f"{path}: encoder weights need a ResNet encoder")
+        raise WeightsError(f"{path}: encoder weights need a ResNet or mobilenet_v2 encoder")
     ref = getattr(torchvision.models, net.config.encoder)(weights=None)
     missing, _ = ref.load_state_dict(state, strict=False)
     if len(missing) > len(ref.state_dict()) // 2:

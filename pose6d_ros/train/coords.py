@@ -61,8 +61,17 @@ class CoordTrainConfig(RunConfig):
     proj_warmup_steps: int = 1000  # projection loss from this step on
     proj_pixels: int = 128  # correspondences per instance for BPnP
     proj_points: int = 128  # mesh points per object compared in the image
-    init_encoder: str | None = None  # local torchvision ResNet state dict
+    # Encoder initialisation: ResNets from a local torchvision state dict (else random);
+    # mobilenet_v2 from the converted ImageNet MobileNetV2 (default: the file set-up writes).
+    init_encoder: str | None = None
+    # mobilenet_v2: its first `frozen_blocks` feature blocks keep their ImageNet weights (4:
+    # the stem and the stride-2/4 stages, as in the detector).
+    frozen_blocks: int = 4
     val_crops: int = 512  # validation crops, spread over the validation split
+
+    def __post_init__(self) -> None:
+        if not 0 <= self.frozen_blocks <= 14:
+            raise ValueError(f"frozen_blocks: expected 0..14, got {self.frozen_blocks}")
 
 
 def _mesh_points(objects: ObjectRegistry, count: int, seed: int) -> Tensor:
@@ -94,10 +103,14 @@ class CoordTrainer(TrainLoop):
                                       input_size=cfg.input_size,
                                       decoder_width=cfg.decoder_width,
                                       rotation_bins=cfg.rotation_bins))
-        if cfg.init_encoder:
+        resuming = resume and (self.out / "last.pt").exists()  # its weights replace these
+        if cfg.init_encoder or (cfg.encoder == "mobilenet_v2" and not resuming):
             load_encoder_weights(net, cfg.init_encoder)
+        if cfg.encoder == "mobilenet_v2":
+            net.encoder.features[:cfg.frozen_blocks].requires_grad_(False)
         self.net = net.to(self.device)
-        self.setup_training(self.net, torch.optim.AdamW(self.net.parameters(), lr=cfg.lr,
+        params = [p for p in self.net.parameters() if p.requires_grad]
+        self.setup_training(self.net, torch.optim.AdamW(params, lr=cfg.lr,
                                                         weight_decay=cfg.weight_decay))
         self.pools = SymmetryPools(self.objects, device=self.device)
         center, scale = self.objects.coordinate_normalisation()

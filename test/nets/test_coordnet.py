@@ -1,7 +1,8 @@
-"""CoordNet: shapes, per-object heads, batching, checkpoints."""
+"""CoordNet: shapes, per-object heads, batching, checkpoints, the ImageNet encoder."""
 
 import pytest
 import torch
+import torchvision
 
 from pose6d_ros.nets.coord_poses import CoordPoseEstimator
 from pose6d_ros.nets.coordnet import (
@@ -9,11 +10,14 @@ from pose6d_ros.nets.coordnet import (
     CoordNetConfig,
     WeightsError,
     load_coordnet,
+    load_encoder_weights,
     save_checkpoint,
 )
+from pose6d_ros.nets.pretrained import default_pretrained_path, load_pretrained_state
+from test.nets.test_pretrained import _needs
 
 
-@pytest.mark.parametrize("encoder", ["small", "resnet18"])
+@pytest.mark.parametrize("encoder", ["small", "resnet18", "mobilenet_v2"])
 def test_outputs_and_ranges(encoder):
     net = CoordNet(CoordNetConfig(num_objects=3, encoder=encoder, input_size=64,
                                   decoder_width=16)).eval()
@@ -71,3 +75,37 @@ def test_rotation_head_reads_each_crops_object():
                                out.rotation_logits[1], atol=1e-5, rtol=0)
     assert CoordNet(CoordNetConfig(3, "small", 32, 8))(x, torch.tensor([0, 1])) \
         .rotation_logits is None
+
+
+def test_mobilenet_v2_encoder_builds_without_the_pretrained_file(tmp_path, monkeypatch):
+    """Random weights need no file (a checkpoint brings the weights); initialising from a
+    missing file is the pretrained loader's error."""
+    missing = tmp_path / "none.pt"
+    monkeypatch.setattr("pose6d_ros.nets.pretrained.default_pretrained_path", lambda: missing)
+    net = CoordNet(CoordNetConfig(num_objects=2, encoder="mobilenet_v2", input_size=32,
+                                  decoder_width=8, rotation_bins=4)).eval()
+    feats = net.encoder(torch.rand(1, 3, 32, 32))
+    assert [f.shape[1:] for f in feats] == [(16, 16, 16), (24, 8, 8), (32, 4, 4), (96, 2, 2)]
+    assert net(torch.rand(1, 3, 32, 32), torch.tensor([1])).rotation_logits.shape == (1, 4)
+    with pytest.raises(WeightsError, match=r"none\.pt: no pretrained MobileNetV2"):
+        load_encoder_weights(net)
+
+
+def test_mobilenet_v2_encoder_is_torchvisions_with_the_imagenet_weights(tmp_path):
+    path = _needs(default_pretrained_path())
+    net = CoordNet(CoordNetConfig(num_objects=2, encoder="mobilenet_v2", input_size=32,
+                                  decoder_width=8))
+    load_encoder_weights(net)
+    ref = torchvision.models.mobilenet_v2(weights=None).features[:14]
+    ref.load_state_dict({k: v for k, v in load_pretrained_state(path).items()
+                         if int(k.split(".")[0]) < 14})
+    x = torch.rand(2, 3, 32, 32, generator=torch.Generator().manual_seed(0))
+    with torch.no_grad():
+        torch.testing.assert_close(net.encoder.eval()(x)[-1], ref.eval()(x), rtol=1e-4,
+                                   atol=1e-4)
+    # The encoder is recorded in the checkpoint, whose loading needs no pretrained file.
+    save_checkpoint(tmp_path / "w.pt", net)
+    back = load_coordnet(tmp_path / "w.pt")
+    assert back.config.encoder == "mobilenet_v2"
+    torch.testing.assert_close(back.encoder.features[13].conv[0][0].weight,
+                               ref[13].conv[0][0].weight)

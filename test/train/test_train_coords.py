@@ -6,10 +6,12 @@ import torch
 
 from pose6d_ros.cli import main
 from pose6d_ros.nets.coordnet import load_checkpoint, load_coordnet
+from pose6d_ros.nets.pretrained import default_pretrained_path, load_pretrained_state
 from pose6d_ros.train.common import warmup_cosine
 from pose6d_ros.train.coords import CoordTrainConfig, CoordTrainer
 from pose6d_ros.train.logs import read_log
 from test.conftest import REPO, torchrun_cli
+from test.nets.test_pretrained import _needs
 
 TINY_NET = ["--encoder", "small", "--input-size", "32", "--decoder-width", "8",
             "--batch-size", "4", "--workers", "0", "--device", "cpu", "--quiet"]
@@ -108,3 +110,28 @@ def test_validation_at_every_checkpoint(synth_dir, tmp_path, capsys):
     bad = [*args[:-4], "--val-split", "nowhere", "--out", str(tmp_path / "bad")]
     assert main(bad) == 2
     assert "nowhere: no validation split" in capsys.readouterr().err
+
+
+def test_mobilenet_v2_encoder_trains_from_imagenet_and_reloads(synth_dir, tmp_path,
+                                                                monkeypatch, capsys):
+    """Two tiny steps from the ImageNet weights with the first blocks frozen; the weights
+    reload as a mobilenet_v2 CoordNet; resuming needs no pretrained file, a fresh run does."""
+    path = _needs(default_pretrained_path())
+    imagenet = load_pretrained_state(path)
+    run = tmp_path / "mnv2"
+    args = ["train", "coords", "--data", str(synth_dir), "--out", str(run), *TINY_NET,
+            "--encoder", "mobilenet_v2", "--frozen-blocks", "4", "--proj-warmup-steps", "1",
+            "--val-split", "", "--checkpoint-every", "2"]
+    assert main([*args, "--max-steps", "2"]) == 0
+    net = load_coordnet(run / "coordnet.pt")
+    assert net.config.encoder == "mobilenet_v2"
+    feats = net.encoder.features
+    assert torch.equal(feats[3].conv[0][0].weight, imagenet["3.conv.0.0.weight"])  # frozen
+    assert not torch.equal(feats[13].conv[0][0].weight, imagenet["13.conv.0.0.weight"])
+    assert load_checkpoint(run / "last.pt")["config"]["encoder"] == "mobilenet_v2"
+    monkeypatch.setattr("pose6d_ros.nets.pretrained.default_pretrained_path",
+                        lambda: tmp_path / "none.pt")
+    assert main([*args, "--max-steps", "3", "--resume"]) == 0
+    assert load_checkpoint(run / "last.pt")["step"] == 3
+    assert main([*args, "--max-steps", "2", "--out", str(tmp_path / "fresh")]) == 2
+    assert "none.pt: no pretrained MobileNetV2" in capsys.readouterr().err
