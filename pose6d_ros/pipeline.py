@@ -261,15 +261,10 @@ class Estimator:
 
         Raises DepthError (a ValueError) for depth that does not fit the image."""
         cfg = self.config
-        if rgb.ndim != 3 or rgb.shape[2] != 3 or rgb.dtype != np.uint8 or rgb.size == 0:
-            raise ValueError(f"image: expected (H, W, 3) uint8 RGB, got {rgb.shape} {rgb.dtype}")
-        if depth is not None:
-            depth = check_depth(depth, rgb.shape)
-        K_t = torch.as_tensor(np.asarray(K, np.float64))
-        check_intrinsics(K_t, "K")
+        depth = _checked_inputs(rgb, depth)
+        K_t = _checked_intrinsics(K)
         timer = StageTimer(self.device, sync=cfg.sync_timings)
-        image = torch.from_numpy(np.ascontiguousarray(rgb)).to(self.device)
-        image = image.permute(2, 0, 1).float().div_(255.0)
+        image = _upload(rgb, self.device)
         timer.mark("upload")
         if boxes is None:
             if self.detector is None:
@@ -341,15 +336,11 @@ class Estimator:
 
         Raises ValueError for a bad image or K, or when nothing can refine (`can_track`)."""
         cfg = self.config
-        if rgb.ndim != 3 or rgb.shape[2] != 3 or rgb.dtype != np.uint8 or rgb.size == 0:
-            raise ValueError(f"image: expected (H, W, 3) uint8 RGB, got {rgb.shape} {rgb.dtype}")
-        if depth is not None:
-            depth = check_depth(depth, rgb.shape)
+        depth = _checked_inputs(rgb, depth)
         use_depth = depth is not None and self.depth_refiner is not None
         if not self.can_track(use_depth):
             raise ValueError("track: needs refine 'contour' (or a depth image with use_depth)")
-        K_t = torch.as_tensor(np.asarray(K, np.float64))
-        check_intrinsics(K_t, "K")
+        K_t = _checked_intrinsics(K)
         timer = StageTimer(self.device, sync=cfg.sync_timings)
         if not poses:
             self.last_timings = dict(timer.ms, total=timer.total_ms())
@@ -366,8 +357,7 @@ class Estimator:
             R, t, q = out.R, out.t, out.score
             timer.mark("depth")
         else:
-            image = torch.from_numpy(np.ascontiguousarray(rgb)).to(dev)
-            image = image.permute(2, 0, 1).float().div_(255.0)
+            image = _upload(rgb, dev)
             timer.mark("upload")
             out = self._tracking_refiner(cfg.track_iterations)(image, K_dev, labels, R, t)
             R, t, q = out.R, out.t, out.contour
@@ -549,6 +539,27 @@ def _flatten_hypotheses(labels: Tensor, R: Tensor, t: Tensor, ok: Tensor
                      torch.tensor([0.0, 0.0, 1.0], dtype=t.dtype, device=t.device))
     owner = torch.arange(B, device=R.device)[:, None].expand(-1, H).reshape(-1)
     return labels[owner], R0, t0, owner
+
+
+def _checked_inputs(rgb: np.ndarray, depth: np.ndarray | None) -> np.ndarray | None:
+    """Raise ValueError unless `rgb` is `(H, W, 3)` uint8; `depth` checked against it
+    (DepthError, a ValueError), or None."""
+    if rgb.ndim != 3 or rgb.shape[2] != 3 or rgb.dtype != np.uint8 or rgb.size == 0:
+        raise ValueError(f"image: expected (H, W, 3) uint8 RGB, got {rgb.shape} {rgb.dtype}")
+    return None if depth is None else check_depth(depth, rgb.shape)
+
+
+def _checked_intrinsics(K: np.ndarray) -> Tensor:
+    """`K (3, 3)` as a float64 tensor, checked."""
+    K_t = torch.as_tensor(np.asarray(K, np.float64))
+    check_intrinsics(K_t, "K")
+    return K_t
+
+
+def _upload(rgb: np.ndarray, device: torch.device) -> Tensor:
+    """`rgb (H, W, 3)` uint8 as a `(3, H, W)` float image in [0, 1] on `device`."""
+    image = torch.from_numpy(np.ascontiguousarray(rgb)).to(device)
+    return image.permute(2, 0, 1).float().div_(255.0)
 
 
 def _log(message: str) -> None:
