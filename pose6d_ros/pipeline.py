@@ -448,7 +448,7 @@ class Estimator:
         if depth is not None and self.depth_refiner is not None:
             # With depth, the depth term alone refines: on synthetic validation the contour
             # term before or after it lowered ADD(-S) (docs/depth.md).
-            R, t, agree = self._depth(depth, K, labels, R, t, ok, masks)
+            R, t, agree = self._depth(depth, K, labels, xywh, R, t, ok, masks)
             q = agree * q
             timer.mark("depth")
         elif self.refiner is not None:
@@ -489,28 +489,57 @@ class Estimator:
                          xywh: Tensor) -> TemplateHypotheses:
         """More template hypotheses, chosen by the depth image: every template of each
         instance (`sim (B, N)` their similarity), slid along its ray onto the measured
-        surface, ranked by its agreement with it (plus a little similarity)."""
+        surface, ranked by its agreement with it (plus a little similarity); the best
+        `search_edge_pool` again with their silhouette's edges on the box's."""
+        from pose6d_ros.templates.retrieval import TemplateHypotheses
+
         dcfg = self.config.depth
         B, N = sim.shape
         idx = torch.arange(N, device=sim.device).expand(B, -1)
         R, t = self.templates.poses(K, labels, xywh, idx)
         valid = torch.isfinite(sim)
         R = torch.where(valid[..., None, None], R, torch.eye(3, dtype=R.dtype, device=R.device))
-        flat = labels[:, None].expand(-1, N).reshape(-1)
-        agree = self.depth_refiner.search(depth, K, flat, R.reshape(-1, 3, 3),
-                                          t.reshape(-1, 3)).score.view(B, N).float()
+        agree, t = self._search(depth, K, labels, xywh, R, t)
         rank = (agree + dcfg.search_similarity * sim).masked_fill(~valid, -torch.inf)
-        return self.templates.select(sim, K, labels, xywh, k=dcfg.search_k, rank=rank,
-                                     separation_deg=dcfg.search_separation_deg)
+        M = min(dcfg.search_edge_pool, N)
+        if M > 0:
+            top = rank.topk(M, dim=1).indices  # (B, M)
+            b = torch.arange(B, device=sim.device)[:, None]
+            moved = self.depth_refiner.edge_placements(
+                K, labels[:, None].expand(-1, M).reshape(-1), R[b, top].reshape(-1, 3, 3),
+                t[b, top].reshape(-1, 3), xywh[:, None].expand(-1, M, -1).reshape(-1, 4))
+            S = moved.shape[1]
+            idx_e = top[:, :, None].expand(-1, -1, S).reshape(B, M * S)
+            R_e = R[b, idx_e]
+            agree_e, t_e = self._search(depth, K, labels, xywh, R_e, moved.view(B, M * S, 3))
+            rank = torch.cat([rank, agree_e + dcfg.search_similarity * sim.gather(1, idx_e)], 1)
+            R, t, idx = torch.cat([R, R_e], 1), torch.cat([t, t_e], 1), torch.cat([idx, idx_e], 1)
+        pick = self.templates.pick(rank, labels, dcfg.search_k, dcfg.search_separation_deg, idx)
+        b = torch.arange(B, device=sim.device)[:, None]
+        template = idx.gather(1, pick)
+        return TemplateHypotheses(R=R[b, pick], t=t[b, pick], score=sim.gather(1, template),
+                                  template=template)
 
-    def _depth(self, depth: Tensor, K: Tensor, labels: Tensor, R: Tensor, t: Tensor,
-               ok: Tensor, masks: Tensor | None) -> tuple[Tensor, Tensor, Tensor]:
-        """Every hypothesis `R (B, H, 3, 3)`, `t (B, H, 3)` aligned with and refined on the
-        depth image `(H, W)` metres, canonicalised again, and its depth agreement `(B, H)`."""
+    def _search(self, depth: Tensor, K: Tensor, labels: Tensor, xywh: Tensor, R: Tensor,
+                t: Tensor) -> tuple[Tensor, Tensor]:
+        """Rough poses `R (B, M, 3, 3)`, `t (B, M, 3)` of instances `labels (B,)` with visible
+        boxes `xywh (B, 4)` slid onto the depth image: their depth agreement `(B, M)` and
+        their slid translations `(B, M, 3)` (`DepthRefiner.search`)."""
+        B, M = R.shape[:2]
+        out = self.depth_refiner.search(depth, K, labels[:, None].expand(-1, M).reshape(-1),
+                                        R.reshape(-1, 3, 3), t.reshape(-1, 3),
+                                        boxes=xywh[:, None].expand(-1, M, -1).reshape(-1, 4))
+        return out.score.view(B, M).float(), out.t.view(B, M, 3).to(t)
+
+    def _depth(self, depth: Tensor, K: Tensor, labels: Tensor, xywh: Tensor, R: Tensor,
+               t: Tensor, ok: Tensor, masks: Tensor | None) -> tuple[Tensor, Tensor, Tensor]:
+        """Every hypothesis `R (B, H, 3, 3)`, `t (B, H, 3)` of the instances with visible
+        boxes `xywh (B, 4)`, aligned with and refined on the depth image `(H, W)` metres,
+        canonicalised again, and its depth agreement `(B, H)`."""
         B, H = R.shape[:2]
         flat, R0, t0, owner = _flatten_hypotheses(labels, R, t, ok)
         out = self.depth_refiner(depth, K, flat, R0, t0, masks,
-                                 owner if masks is not None else None)
+                                 owner if masks is not None else None, boxes=xywh[owner])
         R_c, t_c = self.pools.canonicalise(flat, out.R, out.t)
         return R_c.view(B, H, 3, 3), t_c.view(B, H, 3), out.score.view(B, H)
 

@@ -96,14 +96,23 @@ class TemplateMatcher:
         `sim (B, N)` of `scores`) as hypotheses, scored by their similarity; at least
         `separation_deg` apart in rotation when > 0 (`spread_topk`)."""
         rank = sim if rank is None else rank
-        k = min(self.top_k if k is None else k, sim.shape[1])
-        if separation_deg > 0 and k > 1:
-            _, idx = spread_topk(rank, self.rotations[labels.to(self.device)], k,
-                                 separation_deg)
-        else:
-            idx = rank.topk(k, dim=1).indices  # (B, k)
+        idx = self.pick(rank, labels, self.top_k if k is None else k, separation_deg)
         R, t = self.poses(K, labels, boxes_xywh, idx)
         return TemplateHypotheses(R=R, t=t, score=sim.gather(1, idx), template=idx)
+
+    def pick(self, rank: Tensor, labels: Tensor, k: int, separation_deg: float = 0.0,
+             template: Tensor | None = None) -> Tensor:
+        """Columns `(B, k)` of the `k` best of `rank (B, M)`, at least `separation_deg`
+        apart in rotation when > 0 (`spread_topk`); column j is template `template[:, j]`
+        (default j) of the detection's object `labels (B,)`."""
+        k = min(k, rank.shape[1])
+        if separation_deg <= 0 or k <= 1:
+            return rank.topk(k, dim=1).indices
+        rotations = self.rotations[labels.to(self.device)]  # (B, N, 3, 3)
+        if template is not None:
+            b = torch.arange(len(rank), device=rank.device)[:, None]
+            rotations = rotations[b, template]
+        return spread_topk(rank, rotations, k, separation_deg)[1]
 
     @torch.no_grad()
     def scores(self, image: Tensor, labels: Tensor, boxes_xywh: Tensor) -> Tensor:

@@ -118,6 +118,65 @@ def test_depth_score_prefers_the_pose_on_the_surface(scene):
     assert score[0] > 0.8 and (score[1:] < 0.5).all(), score
 
 
+def test_visible_box_scores_how_much_of_it_the_confirmed_points_cover(scene):
+    """With the instance's visible box, the true pose keeps its score; against a box twice
+    as wide (half of it the pose does not explain, as for a pose too small for the object)
+    it loses about half; `box_power` 0 ignores boxes."""
+    from pose6d_ros.refine.depth import DepthConfig
+
+    objs, models, judge = scene
+    R = random_rotations(1, generator=torch.Generator().manual_seed(13))[0].double()
+    t = torch.tensor([0.0, 0.02, 0.7], dtype=torch.float64)
+    depth = render_depth(objs[1], R.numpy(), t.numpy(), noise=0.002)
+    ys, xs = np.nonzero(depth < TABLE_Z - 0.02)
+    box = torch.tensor([[xs.min(), ys.min(), xs.max() - xs.min() + 1, ys.max() - ys.min() + 1]],
+                       dtype=torch.float64)
+    wide = box * torch.tensor([1.0, 1.0, 2.0, 1.0], dtype=torch.float64)
+    args = (torch.from_numpy(depth), torch.from_numpy(K), torch.ones(1, dtype=int), R[None],
+            t[None])
+    plain = float(judge.score(*args).score[0])
+    fitted = float(judge.score(*args, boxes=box).score[0])
+    halved = float(judge.score(*args, boxes=wide).score[0])
+    assert plain > 0.8 and fitted > 0.85 * plain, (plain, fitted)
+    assert 0.35 * plain < halved < 0.6 * plain, (plain, halved)
+    off = DepthRefiner(models, DepthConfig(box_power=0.0))
+    assert float(off.score(*args, boxes=wide).score[0]) == pytest.approx(plain)
+
+
+def test_edge_placements_put_the_silhouette_on_an_occluded_objects_box(scene):
+    """The right half of the driller hidden: placed at its visible box's centre, the pose
+    is a quarter of the width off; the placement with the silhouette's left edge on the
+    box's left edge is back within a few millimetres."""
+    objs, _, judge = scene
+    R = random_rotations(1, generator=torch.Generator().manual_seed(13))[0].double()
+    t = torch.tensor([0.0, 0.02, 0.7], dtype=torch.float64)
+    ys, xs = np.nonzero(render_depth(objs[1], R.numpy(), t.numpy()) < TABLE_Z - 0.02)
+    w = xs.max() - xs.min() + 1
+    box = torch.tensor([[xs.min(), ys.min(), w / 2, ys.max() - ys.min() + 1]],
+                       dtype=torch.float64)
+    start = t - torch.tensor([w / 4 / K[0, 0] * 0.7, 0.0, 0.0], dtype=torch.float64)
+    moved = judge.edge_placements(torch.from_numpy(K), torch.ones(1, dtype=int), R[None],
+                                  start[None], box)
+    assert moved.shape == (1, 8, 3)
+    assert float((start - t).norm()) > 0.015
+    err = (moved[0] - t).norm(dim=1)
+    # The silhouette is the nearest sparse view's, a few degrees from the true one.
+    assert float(err.min()) < 0.008, err
+    np.testing.assert_allclose(moved[0, :, 2].numpy(), 0.7)  # all at the same depth
+
+
+def test_points_box_and_paired_iou():
+    from pose6d_ros.refine.depth import box_iou_xywh, points_box
+
+    uv = torch.tensor([[[1.0, 2.0], [5.0, 4.0], [100.0, 100.0]], [[0.0, 0.0], [1.0, 1.0],
+                                                                  [2.0, 2.0]]])
+    keep = torch.tensor([[True, True, False], [False, False, False]])
+    np.testing.assert_allclose(points_box(uv, keep), [[1, 2, 4, 2], [0, 0, 0, 0]])
+    a = torch.tensor([[0.0, 0.0, 2.0, 2.0], [0.0, 0.0, 2.0, 2.0]])
+    b = torch.tensor([[1.0, 0.0, 2.0, 2.0], [5.0, 5.0, 1.0, 1.0]])
+    np.testing.assert_allclose(box_iou_xywh(a, b), [2 / 6, 0.0])
+
+
 def test_search_slides_rough_poses_onto_the_surface_and_ranks_the_true_one_first(scene):
     """Among the true rotation and 40 random ones, all 12 % too far along their rays, the
     search (a vote along the ray, no ICP) puts the true one on the surface and first; a
@@ -133,6 +192,13 @@ def test_search_slides_rough_poses_onto_the_surface_and_ranks_the_true_one_first
     assert int(out.score[:41].argmax()) == 0, out.score[:41].topk(3)
     assert float((out.t[0] - t).norm()) < 0.01, out.t[0] - t
     assert out.score[41] == 0.0
+    # With the visible box (on every third point, as the search scores) the same.
+    ys, xs = np.nonzero(depth.numpy() < TABLE_Z - 0.02)
+    box = torch.tensor([xs.min(), ys.min(), xs.max() - xs.min() + 1, ys.max() - ys.min() + 1])
+    boxed = judge.search(depth, torch.from_numpy(K), torch.ones(42, dtype=int), Rs, ts,
+                         boxes=box[None].expand(42, -1).double())
+    assert int(boxed.score[:41].argmax()) == 0, boxed.score[:41].topk(3)
+    assert boxed.score[0] > 0.8 * out.score[0] and boxed.score[41] == 0.0
 
 
 def test_estimator_with_depth_beats_rgb_alone(objects, tmp_path):
