@@ -136,7 +136,7 @@ class DepthRefiner:
         R, t = R.double().to(self.device), t.double().to(self.device)
         K = K.double().to(self.device)
         depth = depth.to(self.device).float()
-        X, _, _, _ = self._surface(labels, R, t, cfg.search_stride)
+        X, _, _, view = self._surface(labels, R, t, cfg.search_stride)
         P, ok, _ = self._measured(depth, K, X, None)
         offset = (P[..., 2] - X[..., 2]).clamp(-_SEARCH_RANGE, _SEARCH_RANGE)
         n_bins = int(2 * _SEARCH_RANGE / cfg.align_window) + 1
@@ -150,18 +150,19 @@ class DepthRefiner:
         usable = members.sum(1) >= cfg.min_points
         z = t[:, 2].clamp_min(1e-6)
         scale = torch.where(usable, (z + shift.double()) / z, torch.ones_like(z))
+        # Along its own ray a pose keeps its nearest view.
         out = self.score(depth, K, labels, R, t * scale.clamp(0.2, 5.0)[:, None],
-                         stride=cfg.search_stride, boxes=boxes)
+                         stride=cfg.search_stride, boxes=boxes, view=view)
         # Unlike a refined pose, a searched one with too few readings is no candidate.
         out.score = torch.where(usable, out.score, torch.zeros_like(out.score))
         return out
 
-    def _surface(self, labels: Tensor, R: Tensor, t: Tensor, stride: int = 1
-                 ) -> tuple[Tensor, Tensor, Tensor, Tensor]:
+    def _surface(self, labels: Tensor, R: Tensor, t: Tensor, stride: int = 1,
+                 view: Tensor | None = None) -> tuple[Tensor, Tensor, Tensor, Tensor]:
         """Visible surface points `(N, S, 3)` and normals in the camera frame (float32) of each
-        pose's nearest view (every `stride`-th), the object origins `(N, 3)` and the views
-        `(N,)`."""
-        best = self.nearest(labels, R, t)
+        pose's nearest view (every `stride`-th; or of `view (N,)`), the object origins
+        `(N, 3)` and the views `(N,)`."""
+        best = self.nearest(labels, R, t) if view is None else view
         Rf, tf = R.float(), t.float()
         X = self.points[labels, best, ::stride] @ Rf.transpose(1, 2) + tf[:, None]
         N = self.normals[labels, best, ::stride] @ Rf.transpose(1, 2)
@@ -232,15 +233,17 @@ class DepthRefiner:
         return limited_update(R, t, delta, cfg.max_step_deg, cfg.max_step_m)
 
     def score(self, depth: Tensor, K: Tensor, labels: Tensor, R: Tensor, t: Tensor, *,
-              stride: int = 1, boxes: Tensor | None = None) -> DepthChecked:
+              stride: int = 1, boxes: Tensor | None = None, view: Tensor | None = None
+              ) -> DepthChecked:
         """Poses `R (N, 3, 3)`, `t (N, 3)` as they are, with their agreement with the measured
         surface `depth (H, W)` (module docstring), on every `stride`-th point; with `boxes
-        (N, 4)` x, y, w, h, times the IoU of each box with its confirmed points' box."""
+        (N, 4)` x, y, w, h, times the IoU of each box with its confirmed points' box. `view
+        (N,)`: the poses' nearest views where already known."""
         cfg = self.config
         R, t = R.double().to(self.device), t.double().to(self.device)
         K = K.double().to(self.device)
         depth = depth.to(self.device).float()
-        X, _, _, view = self._surface(labels, R, t, stride)
+        X, _, _, view = self._surface(labels, R, t, stride, view)
         P, ok, uv = self._measured(depth, K, X, None)
         gap = P[..., 2] - X[..., 2]  # > 0: the sensor saw past where the object would be
         on = ok & (gap.abs() <= cfg.agree)
