@@ -501,10 +501,10 @@ class Estimator:
         R = torch.where(valid[..., None, None], R, torch.eye(3, dtype=R.dtype, device=R.device))
         agree, t = self._search(depth, K, labels, xywh, R, t)
         rank = (agree + dcfg.search_similarity * sim).masked_fill(~valid, -torch.inf)
+        b = torch.arange(B, device=sim.device)[:, None]
         M = min(dcfg.search_edge_pool, N)
         if M > 0:
             top = rank.topk(M, dim=1).indices  # (B, M)
-            b = torch.arange(B, device=sim.device)[:, None]
             moved = self.depth_refiner.edge_placements(
                 K, labels[:, None].expand(-1, M).reshape(-1), R[b, top].reshape(-1, 3, 3),
                 t[b, top].reshape(-1, 3), xywh[:, None].expand(-1, M, -1).reshape(-1, 4))
@@ -515,7 +515,6 @@ class Estimator:
             rank = torch.cat([rank, agree_e + dcfg.search_similarity * sim.gather(1, idx_e)], 1)
             R, t, idx = torch.cat([R, R_e], 1), torch.cat([t, t_e], 1), torch.cat([idx, idx_e], 1)
         pick = self.templates.pick(rank, labels, dcfg.search_k, dcfg.search_separation_deg, idx)
-        b = torch.arange(B, device=sim.device)[:, None]
         template = idx.gather(1, pick)
         return TemplateHypotheses(R=R[b, pick], t=t[b, pick], score=sim.gather(1, template),
                                   template=template)

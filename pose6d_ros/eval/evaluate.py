@@ -21,6 +21,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 import torch
 
+from pose6d_ros.core.boxes import box_iou_xywh
 from pose6d_ros.core.depth import DepthError
 from pose6d_ros.core.draw import draw_poses
 from pose6d_ros.core.objects import ObjectRegistry
@@ -203,15 +204,6 @@ def plot_calibration(figures: dict[str, Any], path: str | Path) -> None:
     plt.close(fig)
 
 
-def box_iou(a: np.ndarray, b: np.ndarray) -> np.ndarray:
-    """IoU `(n, m)` of boxes `a (n, 4)` and `b (m, 4)`, both x, y, w, h."""
-    a0, a1 = a[:, None, :2], a[:, None, :2] + a[:, None, 2:]
-    b0, b1 = b[None, :, :2], b[None, :, :2] + b[None, :, 2:]
-    inter = np.clip(np.minimum(a1, b1) - np.maximum(a0, b0), 0, None).prod(-1)
-    union = a[:, None, 2:].prod(-1) + b[None, :, 2:].prod(-1) - inter
-    return inter / np.maximum(union, 1e-9)
-
-
 def match_estimates(labels: np.ndarray, boxes: np.ndarray, poses: list[ObjectPose],
                     min_iou: float = MATCH_IOU) -> list[ObjectPose | None]:
     """For each target (`labels (n,)`, visible `boxes (n, 4)` x, y, w, h) the estimate of
@@ -220,7 +212,8 @@ def match_estimates(labels: np.ndarray, boxes: np.ndarray, poses: list[ObjectPos
     matched: list[ObjectPose | None] = [None] * len(labels)
     if not poses or not len(labels):
         return matched
-    iou = box_iou(np.array([p.box for p in poses]), boxes)
+    estimated = torch.from_numpy(np.array([p.box for p in poses], np.float64))
+    iou = box_iou_xywh(estimated[:, None], torch.from_numpy(boxes)[None]).numpy()
     iou[np.array([p.label for p in poses])[:, None] != labels[None, :]] = 0.0
     for i in np.argsort([-p.score for p in poses], kind="stable"):
         j = int(np.argmax(np.where([m is None for m in matched], iou[i], -1.0)))

@@ -26,6 +26,7 @@ from dataclasses import dataclass
 import torch
 from torch import Tensor
 
+from pose6d_ros.core.boxes import box_iou_xywh, points_box
 from pose6d_ros.refine.region import limited_update, solve_damped
 from pose6d_ros.refine.viewpoint_models import NearestView, ViewpointModel, stack_views
 
@@ -261,7 +262,6 @@ class DepthRefiner:
             score = score * torch.where(on.sum(1) >= cfg.min_points, fit, torch.ones_like(fit))
         return DepthChecked(R, t, score, seen.double())
 
-
     @torch.no_grad()
     def edge_placements(self, K: Tensor, labels: Tensor, R: Tensor, t: Tensor, boxes: Tensor
                         ) -> Tensor:
@@ -303,22 +303,3 @@ class DepthRefiner:
         box = points_box(uv, keep)
         return torch.cat([box[:, :2] - lo, box[:, 2:] + lo + hi], 1)
 
-
-def points_box(uv: Tensor, keep: Tensor) -> Tensor:
-    """`(N, 4)` x, y, w, h around the image points `uv (N, S, 2)` where `keep (N, S)`; an
-    empty box where none is kept."""
-    big = torch.finfo(uv.dtype).max
-    lo = torch.where(keep[..., None], uv, big).amin(1)
-    hi = torch.where(keep[..., None], uv, -big).amax(1)
-    none = ~keep.any(1)[:, None]
-    lo, hi = torch.where(none, 0.0, lo), torch.where(none, 0.0, hi)
-    return torch.cat([lo, hi - lo], 1)
-
-
-def box_iou_xywh(a: Tensor, b: Tensor) -> Tensor:
-    """`(N,)` IoU of boxes `a (N, 4)` and `b (N, 4)`, both x, y, w, h."""
-    lo = torch.maximum(a[:, :2], b[:, :2])
-    hi = torch.minimum(a[:, :2] + a[:, 2:], b[:, :2] + b[:, 2:])
-    inter = (hi - lo).clamp_min(0).prod(1)
-    union = a[:, 2:].prod(1) + b[:, 2:].prod(1) - inter
-    return inter / union.clamp_min(1e-9)

@@ -166,7 +166,7 @@ def test_edge_placements_put_the_silhouette_on_an_occluded_objects_box(scene):
 
 
 def test_points_box_and_paired_iou():
-    from pose6d_ros.refine.depth import box_iou_xywh, points_box
+    from pose6d_ros.core.boxes import box_iou_xywh, points_box
 
     uv = torch.tensor([[[1.0, 2.0], [5.0, 4.0], [100.0, 100.0]], [[0.0, 0.0], [1.0, 1.0],
                                                                   [2.0, 2.0]]])
